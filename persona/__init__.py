@@ -1,0 +1,1 @@
+"""Persona: feature-store-centric user profiling and purchase prediction."""
