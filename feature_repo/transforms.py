@@ -1,0 +1,22 @@
+"""Request-time feature transforms, the one copy shared by training (through Feast's
+on-demand feature view) and serving (the service imports it directly)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+
+def user_item_context(inputs: pd.DataFrame) -> pd.DataFrame:
+    """How an item relates to a user: its price against the user's average order value, and
+    whether its category is the user's favourite. Missing inputs give NaN / 0, never an error."""
+    price = pd.to_numeric(inputs["list_price"], errors="coerce").astype("float64")
+    aov = pd.to_numeric(inputs["aov_90d"], errors="coerce").astype("float64")
+    ratio = np.where(aov > 0, price / aov.where(aov > 0, 1.0), np.nan)
+    favourite = inputs["favourite_category"].astype("object")
+    category = inputs["category"].astype("object")
+    same = (favourite.notna() & (favourite == category)).astype("int64")
+    return pd.DataFrame(
+        {"price_to_aov_ratio": ratio.astype("float64"), "is_favourite_category": same.to_numpy()},
+        index=inputs.index,
+    )

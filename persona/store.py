@@ -1,0 +1,49 @@
+"""Building the Feast store from Settings: SQLite online store by default, Redis when configured."""
+
+from __future__ import annotations
+
+from urllib.parse import unquote, urlparse
+
+from feast import FeatureStore, RepoConfig
+
+from persona.settings import FEATURE_REPO, Settings
+
+PROJECT = "persona"
+
+
+def redis_connection_string(url: str) -> str:
+    """redis://[:password@]host:port[/db] (or rediss:// for TLS) -> Feast's connection string."""
+    parsed = urlparse(url)
+    if parsed.scheme not in ("redis", "rediss"):
+        raise ValueError("online store URL must start with redis:// or rediss://")
+    parts = [f"{parsed.hostname or '127.0.0.1'}:{parsed.port or 6379}"]
+    if parsed.password:
+        parts.append(f"password={unquote(parsed.password)}")
+    if parsed.scheme == "rediss":
+        parts.append("ssl=true")
+    db = parsed.path.strip("/")
+    if db:
+        parts.append(f"db={int(db)}")
+    return ",".join(parts)
+
+
+def repo_config(settings: Settings) -> RepoConfig:
+    """The same config feature_repo/feature_store.yaml declares, with absolute paths."""
+    if settings.online_url:
+        online = {"type": "redis", "connection_string": redis_connection_string(settings.online_url)}
+    else:
+        online = {"type": "sqlite", "path": str(settings.sqlite_path)}
+    return RepoConfig(
+        project=PROJECT,
+        provider="local",
+        registry=str(settings.registry_path),
+        online_store=online,
+        offline_store={"type": "duckdb"},
+        entity_key_serialization_version=3,
+        repo_path=FEATURE_REPO,
+    )
+
+
+def feature_store(settings: Settings) -> FeatureStore:
+    settings.home.mkdir(parents=True, exist_ok=True)
+    return FeatureStore(repo_path=str(FEATURE_REPO), config=repo_config(settings))
