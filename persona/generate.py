@@ -120,28 +120,6 @@ class Shop:
 
 
 @dataclass(frozen=True)
-class _ItemState:
-    category: np.ndarray  # int index into CATEGORIES
-    quality: np.ndarray
-    list_price: np.ndarray
-    created: np.ndarray  # unix seconds
-    discount: np.ndarray  # (n_items, n_weeks) promotional discount fraction
-    sampler: _GroupSampler  # draws an item of a given category by popularity
-
-
-@dataclass(frozen=True)
-class _UserState:
-    pref_cum_t: np.ndarray  # (n_categories, n_users) cumulative category preferences
-    pref: np.ndarray  # (n_users, n_categories)
-    activity: np.ndarray  # sessions per day before seasonality
-    sensitivity: np.ndarray
-    rebuy: np.ndarray
-    membership: np.ndarray  # int index into MEMBERSHIP_LEVELS
-    signup: np.ndarray  # unix seconds
-    churn_day: np.ndarray  # day index in the window, inf for users who stay
-
-
-@dataclass(frozen=True)
 class _GroupSampler:
     """Draws members of a group with probability proportional to their weight."""
 
@@ -166,6 +144,28 @@ class _GroupSampler:
         return self.order[np.minimum(pos, self.last[group])]
 
 
+@dataclass(frozen=True)
+class _ItemState:
+    category: np.ndarray  # int index into CATEGORIES
+    quality: np.ndarray
+    list_price: np.ndarray
+    created: np.ndarray  # unix seconds
+    discount: np.ndarray  # (n_items, n_weeks) promotional discount fraction
+    sampler: _GroupSampler  # draws an item of a given category by popularity
+
+
+@dataclass(frozen=True)
+class _UserState:
+    pref_cum_t: np.ndarray  # (n_categories, n_users) cumulative category preferences
+    pref: np.ndarray  # (n_users, n_categories)
+    activity: np.ndarray  # sessions per day before seasonality
+    sensitivity: np.ndarray
+    rebuy: np.ndarray
+    membership: np.ndarray  # int index into MEMBERSHIP_LEVELS
+    signup: np.ndarray  # unix seconds
+    churn_day: np.ndarray  # day index in the window, inf for users who stay
+
+
 @dataclass
 class _Events:
     """Event columns as parallel arrays (indices and unix seconds) before they become strings."""
@@ -185,7 +185,8 @@ class _Events:
                          for f in ("user", "item", "kind", "t", "qty")))
 
     @staticmethod
-    def of(user, item, kind: int, t, qty) -> _Events:
+    def of(user: np.ndarray, item: np.ndarray, kind: int, t: np.ndarray, qty: np.ndarray
+           ) -> _Events:
         return _Events(user, item, np.full(len(user), kind, np.int8), t, qty)
 
 
@@ -277,7 +278,7 @@ def _make_users(
         "membership_level": np.array(MEMBERSHIP_LEVELS, dtype=object)[membership],
     })[list(USERS.required + USERS.optional)]
     cum = np.cumsum(pref, axis=1)
-    cum[:, -1] = 1.0
+    cum /= cum[:, -1:]  # last column exactly 1, and empty trailing categories stay unreachable
     state = _UserState(np.ascontiguousarray(cum.T), pref, activity, sensitivity, rebuy,
                        membership, signup, churn_day)
     return frame, state
@@ -338,7 +339,7 @@ def _funnel(
     u, i, n = views.user, views.item, len(views.user)
     rel_price = np.log(_price(items, i, views.t, start_s) / _median(items, i))
     pref = np.log(users.pref[u, items.category[i]] * len(CATEGORIES) + 1e-3).clip(-3, 2.5)
-    p_cart = _sigmoid(-4.0 + 0.9 * items.quality[i] + 0.5 * pref
+    p_cart = _sigmoid(-4.4 + 0.9 * items.quality[i] + 0.5 * pref
                       - users.sensitivity[u] * rel_price)
     carted = rng.random(n) < p_cart
     c = views.take(carted)
