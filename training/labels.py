@@ -1,0 +1,91 @@
+"""Labels of the conversion task: does a view of an item lead to a purchase of it soon after?
+
+A view (user, item, t) is positive when the same user buys the same item in (t, t + horizon].
+Only views whose whole horizon lies inside the observed log are labelled: a view near the end of
+the log with no purchase yet is unknown, not negative, and labelling it 0 would teach the model
+that recent views convert less.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pandas as pd
+
+KEYS = ["user_id", "item_id", "event_timestamp"]
+COLUMNS = ["user_id", "item_id", "category", "event_timestamp", "label"]
+DEFAULT_HORIZON = timedelta(days=7)
+
+
+class LabelError(ValueError):
+    """The event log cannot produce conversion labels (no views, unknown items, ...)."""
+
+
+def _utc(ts: pd.Timestamp | str) -> pd.Timestamp:
+    """A timestamp in UTC; a naive one is taken to be UTC already, as everywhere in Persona."""
+    ts = pd.Timestamp(ts)
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+def _observed_views(events: pd.DataFrame, horizon: timedelta, until: pd.Timestamp) -> pd.DataFrame:
+    """Distinct views whose horizon ends no later than `until`, sorted by time for merge_asof."""
+    views = events.loc[events["event_type"] == "view", KEYS]
+    if views.empty:
+        raise LabelError("the conversion task needs view events, and the event log has none "
+                         f"up to {until.isoformat()}")
+    views = views.drop_duplicates()
+    views = views[views["event_timestamp"] + horizon <= until]
+    if views.empty:
+        raise LabelError(f"no view has a fully observed {horizon} horizon before "
+                         f"{until.isoformat()}; the log is too short for this horizon")
+    return views.sort_values("event_timestamp", kind="stable")
+
+
+def _next_purchase(views: pd.DataFrame, events: pd.DataFrame) -> pd.Series:
+    """For each view, the time of the same user's first purchase of the same item strictly after
+    it (NaT when there is none)."""
+    buys = events.loc[events["event_type"] == "purchase", KEYS].drop_duplicates()
+    buys = buys.rename(columns={"event_timestamp": "purchased_at"}).sort_values("purchased_at")
+    joined = pd.merge_asof(views, buys, left_on="event_timestamp", right_on="purchased_at",
+                           by=["user_id", "item_id"], direction="forward",
+                           allow_exact_matches=False)
+    return joined["purchased_at"].set_axis(views.index)
+
+
+def _categories(item_ids: pd.Series, items: pd.DataFrame) -> pd.Series:
+    """The item's catalogue category: Feast joins `user_category_affinity` on it."""
+    category = item_ids.map(items.drop_duplicates("item_id").set_index("item_id")["category"])
+    unknown = category.isna()
+    if unknown.any():
+        examples = item_ids[unknown].unique()[:5].tolist()
+        raise LabelError(f"{int(unknown.sum())} views are of items missing from the catalogue "
+                         f"(or without a category), e.g. {examples}")
+    return category
+
+
+def conversion_labels(
+    events: pd.DataFrame,
+    items: pd.DataFrame,
+    horizon: timedelta = DEFAULT_HORIZON,
+    until: pd.Timestamp | None = None,
+) -> pd.DataFrame:
+    """One row per distinct view (user, item, t) with a fully observed horizon, labelled 1 when
+    the user buys the item in (t, t + horizon].
+
+    `until` is where the observed log ends (default: its last event); events after it are
+    ignored, so labels are reproducible from any later copy of the log. Columns: user_id,
+    item_id, category, event_timestamp, label (int64), sorted by time, then user, then item.
+    """
+    if horizon <= timedelta(0):
+        raise ValueError(f"horizon must be positive, got {horizon}")
+    if events.empty:
+        raise LabelError("the conversion task needs view events, and the event log is empty")
+    until = _utc(until) if until is not None else events["event_timestamp"].max()
+    events = events[events["event_timestamp"] <= until]
+    views = _observed_views(events, horizon, until)
+    purchased_at = _next_purchase(views, events)
+    labels = views.assign(
+        category=_categories(views["item_id"], items),
+        label=(purchased_at - views["event_timestamp"] <= horizon).astype("int64"),
+    )
+    return labels[COLUMNS].sort_values(KEYS, kind="stable").reset_index(drop=True)
