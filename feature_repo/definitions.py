@@ -5,6 +5,7 @@ writes the Parquet these sources read; `persona apply` (or `feast apply`) regist
 """
 
 from datetime import timedelta
+from pathlib import Path
 
 from feast import (
     Entity,
@@ -19,18 +20,23 @@ from feast.data_format import ParquetFormat
 from feast.on_demand_feature_view import on_demand_feature_view
 from feast.types import Float64, Int64, String
 
-from feature_repo.transforms import user_item_context as _user_item_context
+from feature_repo import transforms
 from persona.settings import Settings
 
 OWNER = "ml-platform@persona.dev"
-_OFFLINE = Settings.from_env().offline_current
+
+
+def source_path(offline_current: Path, view: str) -> str:
+    """Every Parquet partition of a view in the published offline version."""
+    return str(offline_current / view / "**" / "*.parquet")
 
 
 def _source(view: str) -> FileSource:
-    """Partitioned Parquet published by `persona ingest`; absolute, so any working directory works."""
+    """Partitioned Parquet published by `persona ingest`; absolute, so any working directory works
+    (persona re-points it at the configured PERSONA_HOME when it applies)."""
     return FileSource(
         name=f"{view}_source",
-        path=str(_OFFLINE / view / "**" / "*.parquet"),
+        path=source_path(Settings.from_env().offline_current, view),
         file_format=ParquetFormat(),
         timestamp_field="event_timestamp",
         description=f"Point-in-time snapshots of {view}, written by persona ingest.",
@@ -149,19 +155,20 @@ user_category_affinity = FeatureView(
 
 
 # Computed at request time from the user's and the item's features (feature_repo/transforms.py).
-@on_demand_feature_view(
+user_item_context = on_demand_feature_view(
     sources=[user_activity[["aov_90d", "favourite_category"]], item_catalog[["category", "list_price"]]],
     schema=[
-        Field(name="price_to_aov_ratio", dtype=Float64, description="Item price / user's average order value"),
-        Field(name="is_favourite_category", dtype=Int64, description="1 if the item is in the user's favourite category"),
+        Field(name="price_to_aov_ratio", dtype=Float64),
+        Field(name="is_favourite_category", dtype=Int64),
     ],
     mode="pandas",
     owner=OWNER,
     tags={"team": "profiling", "kind": "on-demand"},
-    description="User x item context computed at request time.",
-)
-def user_item_context(inputs):
-    return _user_item_context(inputs)
+    # Feast compares inferred fields with these, descriptions included, so they live here instead.
+    description="User x item context computed at request time: price_to_aov_ratio (item price / "
+                "the user's average order value) and is_favourite_category (1 if the item's "
+                "category is the user's favourite).",
+)(transforms.user_item_context)
 
 
 # Exactly the features the conversion (view -> purchase within 7 days) model uses.

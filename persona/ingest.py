@@ -1,0 +1,47 @@
+"""`persona ingest`: raw directory -> validated point-in-time snapshots -> offline store -> registry.
+
+Nothing is written until every gate passed: the raw tables, then the computed feature tables.
+A rejected batch leaves the previous published version and the registry untouched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+
+from persona import offline, quality
+from persona.locking import exclusive
+from persona.raw import read_raw
+from persona.registry import apply_definitions
+from persona.settings import Settings
+from persona.snapshots import compute_features
+
+Step = Callable[[str], None]
+
+
+def ingest(settings: Settings, raw_dir: Path, on_step: Step = lambda _: None) -> dict:
+    """Validate, compute, publish and register; returns the published version's manifest."""
+    with exclusive(settings.lock_path):
+        on_step("reading raw tables")
+        raw = read_raw(raw_dir)
+        now = pd.Timestamp.now(tz="UTC")
+        on_step("validating raw tables")
+        raw_results = quality.check_raw(raw, now, settings.docs_dir)
+        on_step("computing feature snapshots")
+        features = compute_features(raw, settings.snapshot_interval)
+        on_step("validating feature tables")
+        feature_results = quality.check_features(features, now, settings.docs_dir)
+        on_step("publishing to the offline store")
+        events = raw.events["event_timestamp"]
+        manifest = offline.publish(settings.offline_root, features, {
+            "raw_dir": str(Path(raw_dir).resolve()),
+            "snapshot_interval_seconds": settings.snapshot_interval.total_seconds(),
+            "events_from": events.min().isoformat() if len(events) else None,
+            "events_until": events.max().isoformat() if len(events) else None,
+            "validation": {**raw_results, **feature_results},
+        })
+        on_step("registering feature definitions")
+        apply_definitions(settings)
+        return manifest

@@ -1,0 +1,87 @@
+"""The offline store on disk: versions of partitioned Parquet, published atomically.
+
+A new version is written under a staging directory, renamed into `versions/`, and then the
+`current` symlink is swapped to it with one atomic rename, so a reader (Feast's DuckDB store reads
+through `current`) sees the previous complete version or the new complete one, never a mix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+MANIFEST = "manifest.json"
+
+
+def _write_view(frame: pd.DataFrame, directory: Path) -> None:
+    """One Parquet file per UTC day of `event_timestamp` (partition `date=YYYY-MM-DD`)."""
+    days = frame["event_timestamp"].dt.strftime("%Y-%m-%d")
+    for day, part in frame.groupby(days, sort=True):
+        target = directory / f"date={day}"
+        target.mkdir(parents=True, exist_ok=True)
+        table = pa.Table.from_pandas(part.reset_index(drop=True), preserve_index=False)
+        pq.write_table(table, target / "part-0.parquet")
+
+
+def data_hash(version_dir: Path) -> str:
+    """SHA-256 over every Parquet file of a version, in path order: the snapshot's identity."""
+    digest = hashlib.sha256()
+    for path in sorted(version_dir.rglob("*.parquet")):
+        digest.update(str(path.relative_to(version_dir)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def publish(root: Path, features: dict[str, pd.DataFrame], info: dict) -> dict:
+    """Write `features` as a new version under `root` and make it current; returns its manifest."""
+    versions = root / "versions"
+    versions.mkdir(parents=True, exist_ok=True)
+    version = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
+    staging = root / f".staging-{version}"
+    for view, frame in features.items():
+        _write_view(frame, staging / view)
+    manifest = {
+        **info,
+        "version": version,
+        "data_hash": data_hash(staging),
+        "rows": {view: int(len(frame)) for view, frame in features.items()},
+        "published_at": datetime.now(UTC).isoformat(),
+    }
+    (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
+    os.rename(staging, versions / version)
+    link = root / f".current-{version}"
+    link.symlink_to(Path("versions") / version)
+    os.replace(link, root / "current")
+    _prune(root, keep={version, *(_previous(root, version))})
+    return manifest
+
+
+def _previous(root: Path, current: str) -> list[str]:
+    names = sorted(p.name for p in (root / "versions").iterdir() if p.name != current)
+    return names[-1:]
+
+
+def _prune(root: Path, keep: set[str]) -> None:
+    """Drop old versions and leftovers of interrupted runs; the last good one is kept too."""
+    for path in (root / "versions").iterdir():
+        if path.name not in keep:
+            shutil.rmtree(path, ignore_errors=True)
+    for path in root.glob(".staging-*"):
+        shutil.rmtree(path, ignore_errors=True)
+    for path in root.glob(".current-*"):
+        path.unlink(missing_ok=True)
+
+
+def current_manifest(root: Path) -> dict | None:
+    """The manifest of the current version, or None before the first ingest."""
+    path = root / "current" / MANIFEST
+    return json.loads(path.read_text()) if path.exists() else None

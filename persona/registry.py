@@ -1,0 +1,20 @@
+"""`persona apply`: register the definitions in feature_repo/definitions.py (idempotent)."""
+
+from __future__ import annotations
+
+from feast import FeatureView
+
+from feature_repo import definitions
+from persona.settings import Settings
+from persona.store import feature_store
+
+
+def apply_definitions(settings: Settings) -> list[str]:
+    """Apply every object of the feature repo, its sources pointing at this installation's
+    offline store; returns the registered feature view names."""
+    for obj in definitions.OBJECTS:
+        if isinstance(obj, FeatureView):
+            obj.batch_source.file_options.uri = definitions.source_path(settings.offline_current, obj.name)
+    store = feature_store(settings)
+    store.apply(definitions.OBJECTS)
+    return sorted(fv.name for fv in store.list_feature_views())
