@@ -1,0 +1,148 @@
+"""The `persona` command: one entry point for every job. It only wires stages together."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import replace
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from persona.progress import console, steps
+from persona.settings import Settings
+
+app = typer.Typer(help="Persona: e-commerce user profiling and purchase prediction on Feast.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+
+HomeOpt = Annotated[Path | None, typer.Option("--home", help="State directory (default $PERSONA_HOME or ./data of the project).")]
+OnlineOpt = Annotated[str | None, typer.Option("--online", help="Online store URL, redis://host:port (default $PERSONA_REDIS_URL, else SQLite).")]
+
+
+def _settings(home: Path | None, online: str | None = None) -> Settings:
+    settings = Settings.from_env(home=home, online=online)
+    os.environ["PERSONA_HOME"] = str(settings.home)
+    return settings
+
+
+def _fail(exc: Exception) -> None:
+    console.print(f"[bold red]error:[/] {exc}")
+    raise typer.Exit(code=1)
+
+
+@app.callback()
+def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+
+
+@app.command()
+def generate(
+    out: Annotated[Path, typer.Option(help="Directory to write events/users/items into.")],
+    users: Annotated[int, typer.Option(help="Number of users.")] = 5000,
+    items: Annotated[int, typer.Option(help="Number of items.")] = 1000,
+    days: Annotated[int, typer.Option(help="Days of history.")] = 60,
+    seed: Annotated[int, typer.Option(help="Random seed: same seed, same bytes.")] = 0,
+    fmt: Annotated[str, typer.Option("--format", help="parquet or csv.")] = "parquet",
+) -> None:
+    """Write a synthetic shop log that follows the data contract."""
+    from persona.generate import generate_shop, write_shop
+
+    with steps("generate") as on_step:
+        on_step(f"{users} users x {items} items x {days} days")
+        paths = write_shop(generate_shop(users, items, days, seed), out, fmt)
+    for name, path in paths.items():
+        console.print(f"{name}: {path}")
+
+
+@app.command()
+def ingest(
+    raw_dir: Annotated[Path, typer.Argument(help="Directory with events, users, items (.parquet or .csv).")],
+    home: HomeOpt = None,
+    interval: Annotated[str | None, typer.Option(help="Snapshot interval, e.g. 1d (default) or 1h.")] = None,
+) -> None:
+    """Validate a raw directory, compute point-in-time snapshots, publish and register them."""
+    from expectations.gate import DataQualityError
+    from persona.contract import ContractError
+    from persona.ingest import ingest as run
+    from persona.locking import BusyError
+    from persona.settings import parse_interval
+
+    settings = _settings(home)
+    if interval:
+        settings = replace(settings, snapshot_interval=parse_interval(interval))
+    try:
+        with steps("ingest") as on_step:
+            manifest = run(settings, raw_dir, on_step)
+    except (ContractError, DataQualityError, BusyError, ValueError) as exc:
+        _fail(exc)
+    console.print(f"published version {manifest['version']} (data hash {manifest['data_hash'][:12]})")
+    console.print(json.dumps(manifest["rows"]))
+
+
+@app.command()
+def apply(home: HomeOpt = None, online: OnlineOpt = None) -> None:
+    """Register the feature definitions (idempotent)."""
+    from persona.registry import apply_definitions
+
+    console.print("registered: " + ", ".join(apply_definitions(_settings(home, online))))
+
+
+@app.command()
+def materialize(home: HomeOpt = None, online: OnlineOpt = None) -> None:
+    """Load the latest validated feature values into the online store (incremental)."""
+    from expectations.gate import DataQualityError
+    from persona.locking import BusyError
+    from persona.materialize import NothingToMaterialize, materialize as run
+
+    try:
+        with steps("materialize") as on_step:
+            on_step("validating and loading")
+            counts = run(_settings(home, online))
+    except (DataQualityError, BusyError, NothingToMaterialize) as exc:
+        _fail(exc)
+    console.print(json.dumps(counts))
+
+
+@app.command()
+def train(home: HomeOpt = None) -> None:
+    """Train the conversion model on point-in-time features and save it to the BentoML store."""
+    from expectations.gate import DataQualityError
+    from training.pipeline import train as run
+
+    try:
+        with steps("train") as on_step:
+            result = run(_settings(home), on_step=on_step)
+    except (DataQualityError, ValueError) as exc:
+        _fail(exc)
+    console.print(f"model {result.tag}; report {result.report_path}")
+    console.print(json.dumps(result.metrics, indent=2, default=str))
+
+
+@app.command()
+def serve(
+    home: HomeOpt = None,
+    online: OnlineOpt = None,
+    port: Annotated[int, typer.Option(help="HTTP port.")] = 3000,
+    model: Annotated[str | None, typer.Option(help="Model tag to pin (default: latest).")] = None,
+    workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
+) -> None:
+    """Start the BentoML prediction service."""
+    from serving.run import serve as run
+
+    run(_settings(home, online), port=port, model_tag=model, workers=workers)
+
+
+@app.command()
+def demo(
+    home: HomeOpt = None,
+    online: OnlineOpt = None,
+    port: Annotated[int, typer.Option(help="HTTP port for the demo service.")] = 3000,
+) -> None:
+    """Generate a small shop, ingest, train, materialize, serve and query it, end to end."""
+    from persona.demo import run
+
+    run(_settings(home, online), port=port)
