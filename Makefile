@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export GX_ANALYTICS_ENABLED := False
 export OMP_WAIT_POLICY := PASSIVE
 
-.PHONY: install demo test bench redis-server clean
+.PHONY: install demo test redis-server clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,9 +24,6 @@ demo: install
 
 test: install redis-server
 	$(BIN)/python -m pytest -q
-
-bench: install redis-server
-	$(BIN)/persona bench
 
 clean:
 	rm -rf data reports
