@@ -93,7 +93,8 @@ def test_unique_buyers_counts_each_buyer_once_for_30_days() -> None:
     assert _row(pop, "2026-01-06", item_id="i1").unique_buyers_30d == 2
     assert _row(pop, "2026-01-11", item_id="i1").unique_buyers_30d == 2
     assert _row(pop, "2026-02-05", item_id="i1").unique_buyers_30d == 1  # u2 expired, u1 (Jan 10) not
-    assert _row(pop, "2026-02-09", item_id="i1").unique_buyers_30d == 0
+    assert _row(pop, "2026-02-09", item_id="i1").unique_buyers_30d == 1  # Jan 10 10:00 > Feb 9 - 30d
+    assert _row(pop, "2026-02-10", item_id="i1").unique_buyers_30d == 0
 
 
 @pytest.mark.parametrize("interval", [timedelta(days=1), timedelta(hours=1)])
