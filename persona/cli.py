@@ -146,3 +146,7 @@ def demo(
     from persona.demo import run
 
     run(_settings(home, online), port=port)
+
+
+if __name__ == "__main__":
+    app()

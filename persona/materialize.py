@@ -29,7 +29,7 @@ def latest_rows(settings: Settings, view: str) -> pd.DataFrame:
     with duckdb.connect() as con:
         con.execute("SET TimeZone = 'UTC'")
         frame = con.execute(query).df()
-    frame["event_timestamp"] = frame["event_timestamp"].dt.tz_localize("UTC")  # DuckDB hands back naive UTC
+    frame["event_timestamp"] = pd.to_datetime(frame["event_timestamp"], utc=True)  # naive or aware, by DuckDB version
     return frame
 
 

@@ -1,0 +1,35 @@
+"""Shared fixtures: a small generated shop and an isolated Persona home per test."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from persona.generate import Shop, generate_shop, write_shop  # noqa: E402
+from persona.settings import Settings  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def small_shop() -> Shop:
+    return generate_shop(600, 150, 40, seed=5)
+
+
+@pytest.fixture
+def raw_dir(tmp_path: Path, small_shop: Shop) -> Path:
+    out = tmp_path / "raw"
+    write_shop(small_shop, out)
+    return out
+
+
+@pytest.fixture
+def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """An isolated home, reports dir and BentoML model store."""
+    monkeypatch.setenv("BENTOML_HOME", str(tmp_path / "bentoml"))
+    monkeypatch.delenv("PERSONA_REDIS_URL", raising=False)
+    return Settings.from_env(home=tmp_path / "home").__class__(
+        home=tmp_path / "home", reports_dir=tmp_path / "reports")
