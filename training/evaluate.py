@@ -1,0 +1,150 @@
+"""Validation metrics of the model beside two baselines a ranking model has to beat.
+
+Ranking metrics (ROC AUC, PR AUC, NDCG@10) use each scorer's raw scores. Probability metrics
+(log loss, calibration, ECE) need probabilities: the baselines' scores are counts and smoothed
+rates, so each baseline is mapped to probabilities by isotonic regression fitted on the training
+rows (monotone, so its ranking is unchanged) before log loss and calibration are computed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from sklearn.isotonic import IsotonicRegression
+from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
+
+LABEL = "label"
+MODEL = "model"
+POPULARITY = "item_popularity"
+ACTIVITY = "user_activity"
+# Smoothed conversion rate of an item with no views or purchases in 30 days: (0 + 1) / (0 + 50).
+POPULARITY_PRIOR = 1 / 50
+EPS = 1e-6
+N_BINS = 10
+K = 10
+
+
+@dataclass
+class Scored:
+    """One scorer on the validation rows: raw ranking scores and calibrated probabilities."""
+
+    scores: np.ndarray
+    probabilities: np.ndarray
+    calibrated_by: str  # "model" (its own output) or "isotonic on train"
+
+
+@dataclass
+class Evaluation:
+    """Everything the report needs: labels, users, each scorer's outputs and metrics."""
+
+    y: np.ndarray
+    users: np.ndarray
+    scored: dict[str, Scored]
+    metrics: dict[str, dict] = field(default_factory=dict)
+
+
+def popularity_score(frame: pd.DataFrame) -> np.ndarray:
+    """The item's smoothed 30-day conversion rate; an item without recent rows gets the prior."""
+    return frame["item_popularity__conversion_rate_30d"].fillna(POPULARITY_PRIOR).to_numpy(float)
+
+
+def activity_score(frame: pd.DataFrame) -> np.ndarray:
+    """The user's purchases in 30 days, ties broken by views in 7 days: p + v / (v + 1) orders
+    users by purchases first, then by recent views, without either dominating the other."""
+    purchases = frame["user_activity__purchases_30d"].fillna(0).to_numpy(float)
+    views = frame["user_activity__views_7d"].fillna(0).to_numpy(float)
+    return purchases + views / (views + 1)
+
+
+BASELINES = {POPULARITY: popularity_score, ACTIVITY: activity_score}
+
+
+def calibrate(train_scores: np.ndarray, train_y: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Probabilities for `scores` from an isotonic map of score -> positive rate on train."""
+    iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip")
+    iso.fit(train_scores, train_y)
+    return iso.predict(scores)
+
+
+def calibration_bins(y: np.ndarray, p: np.ndarray, n_bins: int = N_BINS) -> tuple[list[dict], float]:
+    """Reliability bins of equal count (predictions of a few-percent task crowd the lowest
+    equal-width bin) and the expected calibration error: the count-weighted mean gap between
+    predicted and observed rates."""
+    order = np.argsort(p, kind="stable")
+    bins, ece = [], 0.0
+    for part in np.array_split(order, min(n_bins, len(p))):
+        if len(part) == 0:
+            continue
+        predicted, observed = float(p[part].mean()), float(y[part].mean())
+        bins.append({"predicted": predicted, "observed": observed, "count": int(len(part)),
+                     "low": float(p[part].min()), "high": float(p[part].max())})
+        ece += len(part) / len(p) * abs(predicted - observed)
+    return bins, float(ece)
+
+
+def ndcg_at_k(users: np.ndarray, y: np.ndarray, scores: np.ndarray, k: int = K,
+              seed: int = 0) -> float:
+    """Mean NDCG@k over users with at least one positive, each user's rows ranked by score.
+
+    Ties are broken by a fixed random order, so a scorer that cannot tell a user's rows apart
+    (a per-user baseline) scores like a random ranking rather than like the input order.
+    """
+    tie = np.random.default_rng(seed).permutation(len(y))
+    frame = pd.DataFrame({"user": users, "y": y, "s": -np.asarray(scores, float), "tie": tie})
+    frame = frame[frame.groupby("user")["y"].transform("max") > 0]
+    if frame.empty:
+        return float("nan")
+    frame = frame.sort_values(["user", "s", "tie"], kind="stable")
+    rank = frame.groupby("user").cumcount().to_numpy() + 1
+    gain = np.where(rank <= k, frame["y"].to_numpy() / np.log2(rank + 1), 0.0)
+    dcg = pd.Series(gain, index=frame["user"].to_numpy()).groupby(level=0).sum()
+    positives = frame.groupby("user")["y"].sum().clip(upper=k).astype(int)
+    ideal_table = np.concatenate([[0.0], np.cumsum(1 / np.log2(np.arange(2, k + 2)))])
+    ideal = positives.map(lambda n: ideal_table[n])
+    return float((dcg / ideal.reindex(dcg.index)).mean())
+
+
+def metrics(y: np.ndarray, users: np.ndarray, scored: Scored) -> dict:
+    """ROC AUC, PR AUC and NDCG@10 on scores; log loss, ECE and bins on probabilities."""
+    single_class = len(np.unique(y)) < 2
+    p = np.clip(scored.probabilities, EPS, 1 - EPS)
+    bins, ece = calibration_bins(y, p)
+    return {
+        "roc_auc": float("nan") if single_class else float(roc_auc_score(y, scored.scores)),
+        "pr_auc": float("nan") if single_class else float(average_precision_score(y, scored.scores)),
+        "log_loss": float(log_loss(y, p, labels=[0, 1])),
+        "ece": ece,
+        f"ndcg@{K}": ndcg_at_k(users, y, scored.scores),
+        "calibration": bins,
+        "calibrated_by": scored.calibrated_by,
+    }
+
+
+def evaluate(train: pd.DataFrame, valid: pd.DataFrame, model_probabilities: np.ndarray) -> Evaluation:
+    """Score validation with the model and each baseline (calibrated on `train`) and compute
+    every metric for each, plus the validation positive rate and row counts."""
+    y = valid[LABEL].to_numpy(int)
+    scored = {MODEL: Scored(np.asarray(model_probabilities, float),
+                            np.asarray(model_probabilities, float), "model")}
+    for name, score in BASELINES.items():
+        raw = score(valid)
+        probabilities = calibrate(score(train), train[LABEL].to_numpy(float), raw)
+        scored[name] = Scored(raw, probabilities, "isotonic on train")
+    users = valid["user_id"].to_numpy()
+    result = Evaluation(y=y, users=users, scored=scored)
+    result.metrics = {name: metrics(y, users, s) for name, s in scored.items()}
+    return result
+
+
+def summary(evaluation: Evaluation) -> dict:
+    """The metrics without per-bin detail, plus the validation set's size and positive rate:
+    what the model's metadata keeps."""
+    out: dict = {name: {k: v for k, v in m.items() if k != "calibration"}
+                 for name, m in evaluation.metrics.items()}
+    out["validation_rows"] = int(len(evaluation.y))
+    out["validation_positive_rate"] = float(evaluation.y.mean()) if len(evaluation.y) else None
+    out["validation_users_with_positive"] = int(pd.Series(evaluation.y).groupby(
+        evaluation.users).max().sum())
+    return out
