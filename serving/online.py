@@ -1,0 +1,142 @@
+"""Online features for scoring (user, item) pairs, kept apart from the BentoML service class.
+
+The model's inputs are exactly what its feature service returns with full feature names, in the
+order recorded in the model's metadata. Reading them takes two Feast calls:
+
+1. `item_catalog` for the candidate items, which gives each item's category;
+2. the feature service for rows `{user_id, item_id, category}`; the category keys the user x
+   category affinity, and the on-demand features come from the shared transform through Feast.
+
+A user or item the online store does not know is flagged cold and scored with missing values
+(XGBoost routes NaN down each tree's default branch); it is never an error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from feast import FeatureService, FeatureStore
+from feast.protos.feast.serving.ServingService_pb2 import FieldStatus
+
+USER_KEY = "user_id"
+ITEM_KEY = "item_id"
+CATEGORY_KEY = "category"
+CATALOG_VIEW = "item_catalog"
+# Where a row was found (PRESENT) or found with a null value (NULL_VALUE); anything else is absent.
+_FOUND = (FieldStatus.PRESENT, FieldStatus.NULL_VALUE)
+_NUMERIC_KINDS = {"Int32", "Int64", "Float32", "Float64", "Bool"}
+
+
+@dataclass(frozen=True)
+class FeatureRows:
+    """The model matrix for some (user, item) pairs, row for row, with cold-start flags."""
+
+    matrix: np.ndarray  # (pairs, features) float64, NaN where a value is missing
+    cold_user: np.ndarray  # bool per row: no online behaviour row for the user
+    cold_item: np.ndarray  # bool per row: no catalogue row for the item
+
+
+class OnlineFeatureReader:
+    """Builds model matrices from the online store for one feature service.
+
+    Everything that depends only on the registry (the feature service, which of its columns are
+    keyed by the user alone, the catalogue reference) is resolved here, once, at start-up; a model
+    that asks for a column its feature service does not return is refused here too.
+    """
+
+    def __init__(self, store: FeatureStore, feature_service: str, columns: Sequence[str]):
+        self._store = store
+        self._service: FeatureService = store.get_feature_service(feature_service)
+        self.columns = list(columns)
+        kinds = self._service_columns()
+        unknown = [c for c in self.columns if c not in kinds]
+        if unknown:
+            raise ValueError(f"feature service {feature_service!r} does not return {unknown}")
+        not_numeric = [c for c in self.columns if kinds[c] not in _NUMERIC_KINDS]
+        if not_numeric:
+            raise ValueError(f"model columns must be numeric, got {not_numeric}")
+        self._user_columns = self._columns_keyed_by({USER_KEY})
+        if not self._user_columns:
+            raise ValueError(f"feature service {feature_service!r} has no view keyed by {USER_KEY}")
+        catalog = store.get_feature_view(CATALOG_VIEW)
+        if CATEGORY_KEY not in {f.name for f in catalog.features}:
+            raise ValueError(f"{CATALOG_VIEW} has no {CATEGORY_KEY!r} feature")
+        self._catalog_ref = [f"{CATALOG_VIEW}:{CATEGORY_KEY}"]
+
+    def for_user(self, user_id: str, item_ids: Sequence[str]) -> FeatureRows:
+        """One user against candidate items (the /rank case)."""
+        return self.rows([user_id] * len(item_ids), item_ids)
+
+    def rows(self, user_ids: Sequence[str], item_ids: Sequence[str]) -> FeatureRows:
+        """Arbitrary (user, item) pairs, in the order given."""
+        if len(user_ids) != len(item_ids):
+            raise ValueError("user_ids and item_ids must have the same length")
+        categories = self.categories(item_ids)
+        response = self._store.get_online_features(
+            features=self._service,
+            entity_rows={
+                USER_KEY: list(user_ids),
+                ITEM_KEY: list(item_ids),
+                # An unknown item has no category: "" matches no affinity row.
+                CATEGORY_KEY: [categories.get(i) or "" for i in item_ids],
+            },
+            full_feature_names=True,
+        ).proto
+        position = {name: i for i, name in enumerate(response.metadata.feature_names.val)}
+        matrix = np.empty((len(item_ids), len(self.columns)), dtype=np.float64)
+        for j, column in enumerate(self.columns):
+            matrix[:, j] = _floats(response.results[position[column]].values)
+        user_found = np.zeros(len(item_ids), dtype=bool)
+        for column in self._user_columns:
+            user_found |= _found(response.results[position[column]].statuses)
+        cold_item = np.array([i not in categories for i in item_ids], dtype=bool)
+        return FeatureRows(matrix, ~user_found, cold_item)
+
+    def categories(self, item_ids: Sequence[str]) -> dict[str, str | None]:
+        """Step 1: each known item's category (None if its row holds no category); unknown
+        items are left out."""
+        unique = list(dict.fromkeys(item_ids))
+        if not unique:
+            return {}
+        result = self._store.get_online_features(
+            features=self._catalog_ref, entity_rows={ITEM_KEY: unique}
+        ).proto.results[-1]
+        found = _found(result.statuses)
+        values = [v.string_val if v.WhichOneof("val") == "string_val" else None for v in result.values]
+        return {item: value for item, value, ok in zip(unique, values, found) if ok}
+
+    def _service_columns(self) -> dict[str, str]:
+        """Full feature name -> Feast dtype name, for every column the service returns."""
+        return {
+            f"{projection.name_to_use()}__{field.name}": str(field.dtype)
+            for projection in self._service.feature_view_projections
+            for field in projection.features
+        }
+
+    def _columns_keyed_by(self, join_keys: set[str]) -> list[str]:
+        """The service's columns from (non on-demand) views whose entity key is exactly
+        `join_keys`: for the user, the behaviour columns whose absence makes a user cold."""
+        views = {fv.name: fv for fv in self._store.list_feature_views()}
+        columns = []
+        for projection in self._service.feature_view_projections:
+            view = views.get(projection.name)
+            if view is not None and {c.name for c in view.entity_columns} == join_keys:
+                columns += [f"{projection.name_to_use()}__{f.name}" for f in projection.features]
+        return columns
+
+
+def _floats(values) -> np.ndarray:
+    """Feast Value protos -> float64, NaN for null; read field by field, which skips the
+    per-value Python type conversion of OnlineResponse.to_dict."""
+    out = np.full(len(values), np.nan)
+    for i, value in enumerate(values):
+        kind = value.WhichOneof("val")
+        if kind is not None and kind != "null_val":
+            out[i] = getattr(value, kind)
+    return out
+
+
+def _found(statuses) -> np.ndarray:
+    return np.fromiter((s in _FOUND for s in statuses), dtype=bool, count=len(statuses))
