@@ -31,5 +31,4 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     """An isolated home, reports dir and BentoML model store."""
     monkeypatch.setenv("BENTOML_HOME", str(tmp_path / "bentoml"))
     monkeypatch.delenv("PERSONA_REDIS_URL", raising=False)
-    return Settings.from_env(home=tmp_path / "home").__class__(
-        home=tmp_path / "home", reports_dir=tmp_path / "reports")
+    return Settings(home=tmp_path / "home", reports_dir=tmp_path / "reports")

@@ -14,6 +14,7 @@ import pytest
 from expectations.gate import DataQualityError
 from persona import offline
 from persona.contract import ContractError
+from persona.generate import write_shop
 from persona.ingest import ingest
 from persona.materialize import materialize
 from persona.settings import Settings
@@ -73,8 +74,18 @@ BAD = {
 }
 
 
-@pytest.fixture
-def ingested(settings: Settings, raw_dir: Path, small_shop) -> tuple[Settings, dict, pd.DataFrame, list[str]]:
+@pytest.fixture(scope="module")
+def raw_dir(tmp_path_factory: pytest.TempPathFactory, small_shop) -> Path:
+    out = tmp_path_factory.mktemp("raw") / "raw"
+    write_shop(small_shop, out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def ingested(tmp_path_factory: pytest.TempPathFactory, raw_dir: Path, small_shop):
+    """One good ingest for the module; every rejected batch after it must leave it untouched."""
+    home = tmp_path_factory.mktemp("home")
+    settings = Settings(home=home, reports_dir=home / "reports")
     manifest = ingest(settings, raw_dir)
     materialize(settings)
     users = small_shop.events["user_id"].drop_duplicates().head(20).tolist()
