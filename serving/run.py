@@ -51,17 +51,24 @@ def server_command(host: str, port: int) -> list[str]:
             "--working-dir", str(PROJECT_ROOT)]
 
 
-def check_model(tag: str | None) -> str:
-    """The resolved tag of the model the server will load; fails early, with a clear message,
-    when the model store (BENTOML_HOME) has no such model."""
-    import bentoml
-    from bentoml.exceptions import NotFound
+def check_model(tag: str | None, env: Mapping[str, str] | None = None) -> str:
+    """The resolved tag ("name:version") of the model a server started with `env` (default
+    os.environ) would load; fails early, with a clear message, when its store has none.
 
+    The store is opened from BENTOML_HOME as the server will see it, not through BentoML's
+    in-process container, which keeps the first BENTOML_HOME it was asked for.
+    """
+    from bentoml._internal.models import ModelStore  # noqa: PLC0415 (BentoML's own store type)
+    from bentoml.exceptions import NotFound  # noqa: PLC0415
+
+    env = os.environ if env is None else env
+    home = Path(env.get("BENTOML_HOME") or Path.home() / "bentoml").expanduser()
     wanted = resolve_model_tag(tag)
     try:
-        return str(bentoml.models.get(wanted).tag)
-    except NotFound as exc:
-        raise ServerError(f"no model {wanted} in the BentoML model store: train one first") from exc
+        return str(ModelStore(home / "models").get(wanted).tag)
+    except (NotFound, FileNotFoundError) as exc:
+        raise ServerError(f"no model {wanted} in the BentoML model store under {home}: "
+                          "train one first (persona train)") from exc
 
 
 def serve(settings: Settings, port: int = 3000, model_tag: str | None = None, workers: int = 1,

@@ -1,0 +1,107 @@
+"""A Redis for tests, reusable by any test module: `from redis_server import redis_url`.
+
+`redis_url` (module-scoped fixture) yields a redis:// URL:
+
+* PERSONA_REDIS_URL when set, switched to a test database (PERSONA_TEST_REDIS_DB, default 15);
+  on teardown only the keys that appeared during the module are deleted, nothing is flushed;
+* else a private `redis-server` on a free 127.0.0.1 port, without persistence, in a temporary
+  directory, stopped on teardown;
+* else the tests that use it are skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import urlparse, urlunparse
+
+import pytest
+import redis
+
+TEST_DB_ENV = "PERSONA_TEST_REDIS_DB"
+
+
+def with_db(url: str, db: int) -> str:
+    """The same server and credentials, another database number."""
+    return urlunparse(urlparse(url)._replace(path=f"/{db}"))
+
+
+@contextmanager
+def local_redis(directory: Path, timeout: float = 10.0) -> Iterator[str]:
+    """Run `redis-server` on a free loopback port (no RDB, no AOF, working dir `directory`)
+    until the block ends; yields its URL."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise FileNotFoundError("redis-server is not installed")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    directory.mkdir(parents=True, exist_ok=True)
+    log = (directory / "redis.log").open("wb")
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(directory), "--protected-mode", "yes"],
+        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        _wait_for(url, process, timeout, directory / "redis.log")
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+@contextmanager
+def keys_cleaned(url: str) -> Iterator[str]:
+    """Yield `url`; afterwards delete the keys of its database that were not there before."""
+    client = redis.Redis.from_url(url)
+    try:
+        before = set(client.scan_iter(count=1000))
+        yield url
+        made = [key for key in client.scan_iter(count=1000) if key not in before]
+        for start in range(0, len(made), 1000):
+            client.delete(*made[start:start + 1000])
+    finally:
+        client.close()
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    external = os.environ.get("PERSONA_REDIS_URL")
+    if external:
+        with keys_cleaned(with_db(external, int(os.environ.get(TEST_DB_ENV, "15")))) as url:
+            yield url
+    elif shutil.which("redis-server"):
+        with local_redis(tmp_path_factory.mktemp("redis")) as url:
+            yield url
+    else:
+        pytest.skip("no PERSONA_REDIS_URL and no redis-server binary")
+
+
+def _wait_for(url: str, process: subprocess.Popen, timeout: float, log: Path) -> None:
+    client = redis.Redis.from_url(url, socket_connect_timeout=0.5)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"redis-server exited: {log.read_text(errors='replace')}")
+            try:
+                if client.ping():
+                    return
+            except redis.exceptions.ConnectionError:
+                time.sleep(0.05)
+        raise TimeoutError(f"redis-server not answering at {url} after {timeout}s")
+    finally:
+        client.close()
