@@ -30,7 +30,8 @@ def _candidates(events: pd.DataFrame, user_id: str, n: int = 20) -> list[str]:
 
 def _metrics_table(metrics: dict) -> Table:
     table = Table(title="Validation metrics: model vs baselines")
-    names = sorted({key for values in metrics.values() if isinstance(values, dict) for key in values})
+    names = sorted({key for values in metrics.values() if isinstance(values, dict)
+                    for key, value in values.items() if isinstance(value, int | float)})
     table.add_column("scorer")
     for name in names:
         table.add_column(name, justify="right")
