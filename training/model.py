@@ -26,11 +26,11 @@ class ModelParams:
     (shared/STACK-NOTES.md); OMP_WAIT_POLICY=PASSIVE in the environment avoids it too.
     """
 
-    max_depth: int = 6
+    max_depth: int = 5
     eta: float = 0.05
-    min_child_weight: float = 5.0
+    min_child_weight: float = 50.0
     subsample: float = 0.8
-    colsample_bytree: float = 0.8
+    colsample_bytree: float = 0.6
     reg_lambda: float = 1.0
     max_bin: int = 256
     num_boost_round: int = 2000

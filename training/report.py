@@ -1,0 +1,172 @@
+"""The training report: a Markdown page with the metrics beside the baselines, and four plots.
+
+Each run writes its own directory under the reports directory and then points `latest` at it
+with one atomic rename, so `latest` is always a complete report.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, never a display; selected before pyplot is imported
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import xgboost as xgb  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from sklearn.metrics import precision_recall_curve, roc_curve  # noqa: E402
+
+from training.evaluate import K, Evaluation  # noqa: E402
+
+PLOTS = {"roc": "roc.png", "pr": "pr.png", "calibration": "calibration.png",
+         "importance": "importance.png"}
+REPORT = "report.md"
+LATEST = "latest"
+TOP_FEATURES = 20
+
+
+def _save(fig: Figure, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_roc(ev: Evaluation, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(5, 5))
+    for name, s in ev.scored.items():
+        fpr, tpr, _ = roc_curve(ev.y, s.scores)
+        ax.plot(fpr, tpr, label=f"{name} (AUC {ev.metrics[name]['roc_auc']:.3f})")
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC, validation")
+    ax.legend(loc="lower right", fontsize=8)
+    _save(fig, path)
+
+
+def plot_pr(ev: Evaluation, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(5, 5))
+    for name, s in ev.scored.items():
+        precision, recall, _ = precision_recall_curve(ev.y, s.scores)
+        ax.plot(recall, precision, label=f"{name} (AP {ev.metrics[name]['pr_auc']:.3f})")
+    ax.axhline(ev.y.mean(), color="grey", linestyle=":", linewidth=1, label="positive rate")
+    ax.set(xlabel="recall", ylabel="precision", title="Precision-recall, validation")
+    ax.legend(loc="upper right", fontsize=8)
+    _save(fig, path)
+
+
+def plot_calibration(ev: Evaluation, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(5, 5))
+    top = 0.0
+    for name, m in ev.metrics.items():
+        predicted = [b["predicted"] for b in m["calibration"]]
+        observed = [b["observed"] for b in m["calibration"]]
+        top = max(top, *predicted, *observed)
+        ax.plot(predicted, observed, marker="o", markersize=3,
+                label=f"{name} (ECE {m['ece']:.4f})")
+    ax.plot([0, top], [0, top], color="grey", linestyle=":", linewidth=1)
+    ax.set(xlabel="mean predicted probability (equal-count bins)",
+           ylabel="observed conversion rate", title="Calibration, validation")
+    ax.legend(loc="upper left", fontsize=8)
+    _save(fig, path)
+
+
+def importance(booster: xgb.Booster) -> list[tuple[str, float]]:
+    """Total gain per feature, largest first; features never split on are left out."""
+    gain = booster.get_score(importance_type="total_gain")
+    return sorted(gain.items(), key=lambda kv: -kv[1])
+
+
+def plot_importance(booster: xgb.Booster, path: Path) -> None:
+    top = importance(booster)[:TOP_FEATURES][::-1]
+    fig, ax = plt.subplots(figsize=(7, 0.3 * len(top) + 1.2))
+    ax.barh([name for name, _ in top], [gain for _, gain in top])
+    ax.set(xlabel="total gain", title=f"Feature importance (top {len(top)} by gain)")
+    ax.tick_params(axis="y", labelsize=7)
+    _save(fig, path)
+
+
+def write_plots(ev: Evaluation, booster: xgb.Booster, directory: Path) -> dict[str, Path]:
+    """The four PNGs in `directory`; returns their paths by kind."""
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = {kind: directory / name for kind, name in PLOTS.items()}
+    plot_roc(ev, paths["roc"])
+    plot_pr(ev, paths["pr"])
+    plot_calibration(ev, paths["calibration"])
+    plot_importance(booster, paths["importance"])
+    return paths
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, float):
+        return "n/a" if np.isnan(value) else f"{value:.4f}"
+    return str(value)
+
+
+def metrics_table(ev: Evaluation) -> list[str]:
+    """Model and baselines side by side, one row per metric."""
+    names = list(ev.metrics)
+    keys = ["roc_auc", "pr_auc", f"ndcg@{K}", "log_loss", "ece"]
+    lines = ["| metric | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    for key in keys:
+        lines.append(f"| {key} | " + " | ".join(_fmt(ev.metrics[n][key]) for n in names) + " |")
+    return lines
+
+
+def render(ev: Evaluation, booster: xgb.Booster, info: dict) -> str:
+    """The Markdown page. `info` carries the tag, window, data hash, sizes and fit details."""
+    window = info["training_window"]
+    lines = [
+        f"# Conversion model {info['tag']}",
+        "",
+        f"Task: a view is positive when the same user buys the item within "
+        f"{info['horizon_days']} days. Feature service `{info['feature_service']}`, "
+        f"{len(info['features'])} features; offline data `{info['data_hash'][:12]}`.",
+        "",
+        f"- train: {window['train_from']} .. {window['train_until']} "
+        f"({info['n_train']} rows, of which the latest {info['n_holdout']} were the "
+        f"early-stopping holdout; {info['best_iteration'] + 1} trees kept)",
+        f"- validation: {window['valid_from']} .. {window['valid_until']} "
+        f"({info['n_valid']} rows, positive rate {ev.y.mean():.4f}); gap between them: "
+        f"{info['gap_days']} days",
+        "",
+        "## Validation metrics",
+        "",
+        *metrics_table(ev),
+        "",
+        "Baselines: `item_popularity` ranks by the item's smoothed 30-day conversion rate; "
+        "`user_activity` by the user's 30-day purchases, then 7-day views. ROC AUC, PR AUC "
+        f"(average precision) and NDCG@{K} (mean over validation users with a positive; ties "
+        "in a fixed random order) use raw scores. Log loss and ECE (10 equal-count bins) use "
+        "probabilities: the model's own, and for each baseline an isotonic map from its score "
+        "to the positive rate, fitted on the training rows.",
+        "",
+        "## Plots",
+        "",
+        *(f"![{kind}]({name})" for kind, name in PLOTS.items()),
+        "",
+        "## Top features by gain",
+        "",
+        "| feature | total gain |",
+        "|---|---|",
+        *(f"| {name} | {gain:.1f} |" for name, gain in importance(booster)[:TOP_FEATURES]),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def publish(staging: Path, reports_dir: Path, name: str) -> Path:
+    """Move a finished report directory to `reports_dir/name` and point `latest` at it."""
+    target = reports_dir / name
+    if target.exists():
+        shutil.rmtree(target)
+    os.rename(staging, target)
+    latest = reports_dir / LATEST
+    if latest.is_dir() and not latest.is_symlink():  # a copy left by hand: replace it
+        shutil.rmtree(latest)
+    link = reports_dir / f".{LATEST}-{name}"
+    link.unlink(missing_ok=True)
+    link.symlink_to(name, target_is_directory=True)
+    os.replace(link, latest)
+    return target / REPORT
