@@ -24,7 +24,7 @@ USER_KEY = "user_id"
 ITEM_KEY = "item_id"
 CATEGORY_KEY = "category"
 CATALOG_VIEW = "item_catalog"
-# Where a row was found (PRESENT) or found with a null value (NULL_VALUE); anything else is absent.
+# A row was found (PRESENT) or found with a null value (NULL_VALUE); see found_rows for Redis.
 _FOUND = (FieldStatus.PRESENT, FieldStatus.NULL_VALUE)
 _NUMERIC_KINDS = {"Int32", "Int64", "Float32", "Float64", "Bool"}
 
@@ -90,7 +90,7 @@ class OnlineFeatureReader:
             matrix[:, j] = _floats(response.results[position[column]].values)
         user_found = np.zeros(len(item_ids), dtype=bool)
         for column in self._user_columns:
-            user_found |= _found(response.results[position[column]].statuses)
+            user_found |= found_rows(response.results[position[column]])
         cold_item = np.array([i not in categories for i in item_ids], dtype=bool)
         return FeatureRows(matrix, ~user_found, cold_item)
 
@@ -100,10 +100,12 @@ class OnlineFeatureReader:
         unique = list(dict.fromkeys(item_ids))
         if not unique:
             return {}
-        result = self._store.get_online_features(
+        response = self._store.get_online_features(
             features=self._catalog_ref, entity_rows={ITEM_KEY: unique}
-        ).proto.results[-1]
-        found = _found(result.statuses)
+        ).proto
+        names = list(response.metadata.feature_names.val)
+        result = response.results[names.index(CATEGORY_KEY)]
+        found = found_rows(result)
         values = [v.string_val if v.WhichOneof("val") == "string_val" else None for v in result.values]
         return {item: value for item, value, ok in zip(unique, values, found) if ok}
 
@@ -138,5 +140,13 @@ def _floats(values) -> np.ndarray:
     return out
 
 
-def _found(statuses) -> np.ndarray:
-    return np.fromiter((s in _FOUND for s in statuses), dtype=bool, count=len(statuses))
+def found_rows(vector) -> np.ndarray:
+    """Per row of one feature's response vector: did the online store hold a row for the entity?
+
+    SQLite answers a missing entity with status NOT_FOUND; Redis with PRESENT, an empty value and
+    a zero timestamp. A stored row always carries its snapshot's (non-zero) timestamp.
+    """
+    return np.fromiter(
+        (status in _FOUND and (ts.seconds != 0 or value.WhichOneof("val") is not None)
+         for status, value, ts in zip(vector.statuses, vector.values, vector.event_timestamps)),
+        dtype=bool, count=len(vector.values))

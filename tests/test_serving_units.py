@@ -9,11 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import xgboost as xgb
+from feast.protos.feast.serving.ServingService_pb2 import FieldStatus, GetOnlineFeaturesResponse
+from feast.protos.feast.types.Value_pb2 import Value
 from pydantic import ValidationError
 
 from persona.settings import Settings
 from serving import MODEL_NAME, MODEL_TAG_ENV, SERVICE_NAME, resolve_model_tag
-from serving.online import FeatureRows
+from serving.online import FeatureRows, found_rows
 from serving.run import ServerError, check_model, server_env, start_server
 from serving.schemas import MAX_PREDICT_PAIRS, MAX_RANK_ITEMS, PredictRequest, RankRequest
 from serving.scoring import Scorer
@@ -123,3 +125,16 @@ def test_missing_model_fails_before_a_server_starts(tmp_path: Path,
     with pytest.raises(ServerError, match="no model persona-conversion:v9"):
         start_server(Settings(tmp_path, tmp_path), model_tag="v9")
     assert not (tmp_path / "logs").exists()
+
+
+def test_found_rows_reads_sqlite_and_redis_answers() -> None:
+    """Rows: stored with a value; stored with a null value; SQLite's missing row (NOT_FOUND);
+    Redis's missing row (PRESENT, empty value, zero timestamp)."""
+    vector = GetOnlineFeaturesResponse.FeatureVector(
+        values=[Value(int64_val=3), Value(), Value(), Value()],
+        statuses=[FieldStatus.PRESENT, FieldStatus.NULL_VALUE, FieldStatus.NOT_FOUND,
+                  FieldStatus.PRESENT],
+    )
+    for seconds in (1790812800, 1790812800, 0, 0):
+        vector.event_timestamps.add(seconds=seconds)
+    assert found_rows(vector).tolist() == [True, True, False, False]

@@ -1,0 +1,267 @@
+"""The Persona service for real: a small populated feature store, a real XGBoost model in a
+temporary BentoML model store, the BentoML server on a free loopback port called over HTTP, on
+SQLite and on Redis; and parity of the online model matrix with point-in-time training features.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+import xgboost as xgb
+from bentoml._internal.configuration.containers import BentoMLContainer
+from bentoml._internal.models import ModelStore
+from redis_server import redis_url  # noqa: F401  (fixture)
+
+from persona import offline
+from persona.generate import Shop
+from persona.materialize import materialize
+from persona.raw import RawTables
+from persona.registry import apply_definitions
+from persona.settings import Settings
+from persona.snapshots import compute_features
+from persona.store import feature_store
+from serving.online import OnlineFeatureReader
+from serving.run import ServerHandle, start_server
+from training.labels import conversion_labels
+from training.model_store import save_model
+from training.retrieval import feature_columns
+
+pytestmark = pytest.mark.integration
+
+SERVICE = "conversion_v1"
+TRAINING_ROWS = 3000
+
+
+@dataclass(frozen=True)
+class World:
+    """A populated store, a trained model, and what the tests need to know about them."""
+
+    settings: Settings  # offline store, registry and (materialized) SQLite online store
+    redis_home: Path  # the same offline store and registry, not yet materialized anywhere
+    shop: Shop
+    model_tag: str
+    features: list[str]
+    snapshot_time: pd.Timestamp  # the latest snapshot: what the online store holds
+
+    @property
+    def warm_users(self) -> list[str]:
+        """Users with a behaviour snapshot at the latest snapshot time."""
+        activity = pd.read_parquet(self.settings.offline_current / "user_activity")
+        latest = activity[activity["event_timestamp"] == self.snapshot_time]
+        return sorted(latest["user_id"].unique())
+
+    @property
+    def items(self) -> list[str]:
+        return sorted(self.shop.items["item_id"])
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory, small_shop: Shop) -> Iterator[World]:
+    root = tmp_path_factory.mktemp("serving")
+    settings = Settings(home=root / "home", reports_dir=root / "reports")
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("BENTOML_HOME", str(root / "bentoml"))  # servers started here inherit it
+        env.setenv("PERSONA_HOME", str(settings.home))  # apply_definitions sets it; restored after
+        features = compute_features(
+            RawTables(small_shop.events, small_shop.users, small_shop.items, {}),
+            settings.snapshot_interval)
+        offline.publish(settings.offline_root, features, {"source": "tests/test_serving.py"})
+        apply_definitions(settings)
+        shutil.copytree(settings.home, root / "redis-home", symlinks=True)
+        materialize(settings)
+        tag, columns = _train_and_save(settings, small_shop, root / "bentoml")
+        snapshot = pd.Timestamp(features["user_activity"]["event_timestamp"].max())
+        yield World(settings, root / "redis-home", small_shop, tag, columns, snapshot)
+
+
+def _train_and_save(settings: Settings, shop: Shop, bentoml_home: Path) -> tuple[str, list[str]]:
+    """A small real booster on point-in-time features of the service, saved the way training
+    saves it (training.model_store), into `bentoml_home`."""
+    store = feature_store(settings)
+    labels = conversion_labels(shop.events, shop.items)
+    entity_df = labels.sample(n=min(TRAINING_ROWS, len(labels)), random_state=0)
+    frame = store.get_historical_features(
+        entity_df=entity_df, features=store.get_feature_service(SERVICE), full_feature_names=True,
+    ).to_df()
+    columns = feature_columns(store, SERVICE, frame)
+    matrix = xgb.DMatrix(frame[columns].astype("float64"), label=frame["label"],
+                         feature_names=columns)
+    booster = xgb.train({"objective": "binary:logistic", "max_depth": 3, "eta": 0.3,
+                         "nthread": 1}, matrix, num_boost_round=30)
+    window = {k: frame["event_timestamp"].min().isoformat() for k in ("train_from", "valid_from")}
+    window |= {k: frame["event_timestamp"].max().isoformat() for k in ("train_until", "valid_until")}
+    metadata = {
+        "task": "conversion", "feature_service": SERVICE, "features": columns,
+        "training_window": window, "data_hash": "test", "metrics": {}, "validation": {},
+        "snapshot_interval_seconds": settings.snapshot_interval.total_seconds(),
+    }
+    (bentoml_home / "models").mkdir(parents=True, exist_ok=True)
+    with BentoMLContainer.model_store.patch(ModelStore(bentoml_home / "models")):
+        return save_model(booster, metadata), columns
+
+
+@pytest.fixture(scope="module")
+def redis_settings(world: World, redis_url: str) -> Settings:  # noqa: F811
+    settings = Settings(home=world.redis_home, reports_dir=world.settings.reports_dir,
+                        online_url=redis_url)
+    materialize(settings)
+    return settings
+
+
+@pytest.fixture(scope="module")
+def sqlite_server(world: World) -> Iterator[ServerHandle]:
+    with start_server(world.settings, model_tag=world.model_tag) as handle:
+        yield handle
+
+
+@pytest.fixture(scope="module")
+def redis_server(world: World, redis_settings: Settings) -> Iterator[ServerHandle]:
+    with start_server(redis_settings, model_tag=world.model_tag) as handle:
+        yield handle
+
+
+@pytest.fixture(scope="module", params=["sqlite", "redis"])
+def client(request: pytest.FixtureRequest) -> Iterator[httpx.Client]:
+    handle: ServerHandle = request.getfixturevalue(f"{request.param}_server")
+    with httpx.Client(base_url=handle.url, timeout=30, trust_env=False) as http:
+        yield http
+
+
+def _rank(client: httpx.Client, user_id: str, item_ids: list[str]) -> dict:
+    reply = client.post("/rank", json={"user_id": user_id, "item_ids": item_ids})
+    assert reply.status_code == 200, reply.text
+    return reply.json()
+
+
+def test_rank_sorts_known_items_by_score(client: httpx.Client, world: World) -> None:
+    items = world.items[:40]
+    body = _rank(client, world.warm_users[0], items)
+    assert body["model_tag"] == world.model_tag
+    assert body["user_id"] == world.warm_users[0]
+    assert body["cold_user"] is False
+    assert sorted(i["item_id"] for i in body["items"]) == sorted(items)
+    scores = [i["score"] for i in body["items"]]
+    assert scores == sorted(scores, reverse=True)
+    assert all(0.0 <= s <= 1.0 for s in scores)
+    assert len(set(scores)) > 1, "a model that ignores its features"
+    assert not any(i["cold_item"] for i in body["items"])
+
+
+def test_rank_lists_duplicate_items_once(client: httpx.Client, world: World) -> None:
+    items = world.items[:3]
+    body = _rank(client, world.warm_users[0], items + items[::-1])
+    assert sorted(i["item_id"] for i in body["items"]) == sorted(items)
+
+
+def test_unknown_user_is_cold_not_an_error(client: httpx.Client, world: World) -> None:
+    body = _rank(client, "no-such-user", world.items[:5])
+    assert body["cold_user"] is True
+    assert all(0.0 <= i["score"] <= 1.0 for i in body["items"])
+
+
+def test_unknown_item_is_cold_not_an_error(client: httpx.Client, world: World) -> None:
+    body = _rank(client, world.warm_users[0], [world.items[0], "no-such-item"])
+    cold = {i["item_id"]: i["cold_item"] for i in body["items"]}
+    assert cold == {world.items[0]: False, "no-such-item": True}
+    assert body["cold_user"] is False
+
+
+def test_predict_answers_each_pair_in_order_and_agrees_with_rank(
+        client: httpx.Client, world: World) -> None:
+    user = world.warm_users[1]
+    pairs = [(user, world.items[2]), ("no-such-user", world.items[2]), (user, "no-such-item"),
+             (user, world.items[2])]
+    reply = client.post("/predict", json={"pairs": [{"user_id": u, "item_id": i} for u, i in pairs]})
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    assert body["model_tag"] == world.model_tag
+    got = [(p["user_id"], p["item_id"], p["cold_user"], p["cold_item"]) for p in body["predictions"]]
+    assert got == [(user, world.items[2], False, False), ("no-such-user", world.items[2], True, False),
+                   (user, "no-such-item", False, True), (user, world.items[2], False, False)]
+    probabilities = [p["probability"] for p in body["predictions"]]
+    ranked = _rank(client, user, [world.items[2]])["items"][0]["score"]
+    assert probabilities[0] == probabilities[3] == pytest.approx(ranked, abs=1e-7)
+
+
+@pytest.mark.parametrize("body, where", [
+    ({"user_id": "u", "item_ids": [f"i{n}" for n in range(501)]}, "at most 500"),
+    ({"item_ids": ["i1"]}, "user_id"),
+    ({"user_id": "u"}, "item_ids"),
+    ({"user_id": "u", "item_ids": "i1"}, "item_ids"),
+    ({"user_id": 7, "item_ids": ["i1"]}, "user_id"),
+    ({"user_id": "", "item_ids": ["i1"]}, "user_id"),
+    ({"user_id": "u", "item_ids": []}, "item_ids"),
+    ({"user_id": "u", "item_ids": ["i1"], "itemIds": ["i2"]}, "itemIds"),
+])
+def test_invalid_rank_requests_are_4xx_with_a_message(
+        client: httpx.Client, body: dict, where: str) -> None:
+    reply = client.post("/rank", json=body)
+    assert 400 <= reply.status_code < 500, reply.text
+    assert where in reply.text
+
+
+def test_invalid_predict_requests_and_malformed_json_are_4xx(client: httpx.Client) -> None:
+    too_many = {"pairs": [{"user_id": "u", "item_id": f"i{n}"} for n in range(1001)]}
+    for body in (too_many, {"pairs": []}, {"pairs": [{"user_id": "u"}]}):
+        reply = client.post("/predict", json=body)
+        assert 400 <= reply.status_code < 500, reply.text
+        assert "pairs" in reply.text
+    reply = client.post("/rank", content=b'{"user_id": ', headers={"content-type": "application/json"})
+    assert 400 <= reply.status_code < 500, reply.text
+
+
+def test_probes_and_openapi_document(client: httpx.Client) -> None:
+    for probe in ("/livez", "/readyz", "/healthz"):
+        assert client.get(probe).status_code == 200, probe
+    spec = client.get("/docs.json").json()
+    assert {"/rank", "/predict"} <= set(spec["paths"])
+    rank_input = spec["paths"]["/rank"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert "item_ids" in rank_input["properties"]
+    assert rank_input["properties"]["item_ids"]["maxItems"] == 500
+    assert rank_input["properties"]["item_ids"]["description"]
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+def test_online_matrix_equals_point_in_time_features(
+        kind: str, world: World, request: pytest.FixtureRequest) -> None:
+    """What serving feeds the model is what training would have seen at the latest snapshot:
+    every column, for warm and cold users, known and unknown items."""
+    settings = world.settings if kind == "sqlite" else request.getfixturevalue("redis_settings")
+    store = feature_store(settings)
+    rng = np.random.default_rng(7)
+    users = list(rng.choice(world.warm_users, 40)) + list(rng.choice(world.shop.users["user_id"], 30))
+    users += ["no-such-user"] * 5
+    items = list(rng.choice(world.items, len(users) - 5)) + ["no-such-item"] * 5
+    pairs = pd.DataFrame({"user_id": users, "item_id": items}).drop_duplicates(ignore_index=True)
+
+    rows = OnlineFeatureReader(store, SERVICE, world.features).rows(
+        pairs["user_id"].tolist(), pairs["item_id"].tolist())
+    served = pd.DataFrame(rows.matrix, columns=world.features).assign(**pairs)
+
+    category = world.shop.items.set_index("item_id")["category"]
+    entity_df = pairs.assign(category=pairs["item_id"].map(category).fillna(""),
+                             event_timestamp=world.snapshot_time)
+    offline_frame = store.get_historical_features(
+        entity_df=entity_df, features=store.get_feature_service(SERVICE), full_feature_names=True,
+    ).to_df()
+    expected = pairs.merge(offline_frame, on=["user_id", "item_id"], how="left")
+    assert len(expected) == len(served)
+
+    mismatched = {}
+    for column in world.features:
+        want = expected[column].astype("float64").to_numpy()
+        got = served[column].to_numpy()
+        differs = ~((want == got) | (np.isnan(want) & np.isnan(got)))
+        if differs.any():
+            mismatched[column] = pairs[differs].head(3).to_dict("records")
+    assert not mismatched, mismatched
+    assert rows.cold_item.tolist() == (pairs["item_id"] == "no-such-item").tolist()
+    assert rows.cold_user[pairs["user_id"].isin(world.warm_users).to_numpy()].sum() == 0
+    assert rows.cold_user[(pairs["user_id"] == "no-such-user").to_numpy()].all()
