@@ -118,14 +118,15 @@ class OnlineFeatureReader:
         }
 
     def _columns_keyed_by(self, join_keys: set[str]) -> list[str]:
-        """The service's columns from (non on-demand) views whose entity key is exactly
-        `join_keys`: for the user, the behaviour columns whose absence makes a user cold."""
+        """One column of each of the service's (non on-demand) views whose entity key is exactly
+        `join_keys`: a view's columns share its row, so one tells whether the row is there. For
+        the user, these are the behaviour views whose missing row makes a user cold."""
         views = {fv.name: fv for fv in self._store.list_feature_views()}
         columns = []
         for projection in self._service.feature_view_projections:
             view = views.get(projection.name)
             if view is not None and {c.name for c in view.entity_columns} == join_keys:
-                columns += [f"{projection.name_to_use()}__{f.name}" for f in projection.features]
+                columns.append(f"{projection.name_to_use()}__{projection.features[0].name}")
         return columns
 
 

@@ -16,12 +16,8 @@ import bentoml
 import redis.exceptions
 from bentoml.exceptions import ServiceUnavailable
 
-from persona.settings import Settings
-from persona.store import feature_store
 from serving import SERVICE_NAME, resolve_model_tag
-from serving.online import OnlineFeatureReader
 from serving.schemas import PredictRequest, PredictResponse, RankRequest, RankResponse
-from serving.scoring import Scorer
 
 logger = logging.getLogger(__name__)
 _UNREACHABLE = (ConnectionError, TimeoutError, redis.exceptions.ConnectionError,
@@ -57,6 +53,13 @@ class PersonaService:
     model = bentoml.models.BentoModel(resolve_model_tag())
 
     def __init__(self) -> None:
+        # Imported here, in the worker: `bentoml serve` also imports this module in its
+        # supervising process, which needs the API definitions but not Feast (seconds to import).
+        from persona.settings import Settings
+        from persona.store import feature_store
+        from serving.online import OnlineFeatureReader
+        from serving.scoring import Scorer
+
         stored = self._stored_model()
         metadata = stored.info.metadata
         booster = load_booster(stored)
