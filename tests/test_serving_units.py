@@ -138,3 +138,17 @@ def test_found_rows_reads_sqlite_and_redis_answers() -> None:
     for seconds in (1790812800, 1790812800, 0, 0):
         vector.event_timestamps.add(seconds=seconds)
     assert found_rows(vector).tolist() == [True, True, False, False]
+
+
+def test_unreachable_online_store_is_a_503_not_a_500() -> None:
+    import redis
+    from bentoml.exceptions import ServiceUnavailable
+
+    from serving.service import PersonaService
+
+    def store_down(_request):
+        raise redis.exceptions.ConnectionError("Connection refused")
+
+    with pytest.raises(ServiceUnavailable) as raised:
+        PersonaService.inner._guard(store_down, None)
+    assert raised.value.error_code == 503
