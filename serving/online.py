@@ -106,7 +106,8 @@ class OnlineFeatureReader:
         names = list(response.metadata.feature_names.val)
         result = response.results[names.index(CATEGORY_KEY)]
         found = found_rows(result)
-        values = [v.string_val if v.WhichOneof("val") == "string_val" else None for v in result.values]
+        values = [v.string_val if v.WhichOneof("val") == "string_val" else None
+                  for v in result.values]
         return {item: value for item, value, ok in zip(unique, values, found) if ok}
 
     def _service_columns(self) -> dict[str, str]:

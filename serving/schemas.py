@@ -75,10 +75,13 @@ class Prediction(_Strict):
     probability: Probability = Field(
         description="Probability that a view converts to a purchase within 7 days."
     )
-    cold_user: bool = Field(description="True when the online store has no behaviour row for the user.")
-    cold_item: bool = Field(description="True when the online store has no catalogue row for the item.")
+    cold_user: bool = Field(
+        description="True when the online store has no behaviour row for the user.")
+    cold_item: bool = Field(
+        description="True when the online store has no catalogue row for the item.")
 
 
 class PredictResponse(_Strict):
     model_tag: str = Field(description="BentoML tag of the model that produced the probabilities.")
-    predictions: list[Prediction] = Field(description="One prediction per requested pair, in order.")
+    predictions: list[Prediction] = Field(
+        description="One prediction per requested pair, in order.")

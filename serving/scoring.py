@@ -42,7 +42,8 @@ class Scorer:
         scores = self.probabilities(rows.matrix)
         order = np.argsort(-scores, kind="stable")  # ties keep the request's order
         items = [
-            RankedItem(item_id=item_ids[i], score=float(scores[i]), cold_item=bool(rows.cold_item[i]))
+            RankedItem(item_id=item_ids[i], score=float(scores[i]),
+                       cold_item=bool(rows.cold_item[i]))
             for i in order
         ]
         cold_user = bool(rows.cold_user[0]) if len(rows.cold_user) else True

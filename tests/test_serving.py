@@ -95,8 +95,9 @@ def _train_and_save(settings: Settings, shop: Shop, bentoml_home: Path) -> tuple
                          feature_names=columns)
     booster = xgb.train({"objective": "binary:logistic", "max_depth": 3, "eta": 0.3,
                          "nthread": 1}, matrix, num_boost_round=30)
-    window = {k: frame["event_timestamp"].min().isoformat() for k in ("train_from", "valid_from")}
-    window |= {k: frame["event_timestamp"].max().isoformat() for k in ("train_until", "valid_until")}
+    first, last = (frame["event_timestamp"].min().isoformat(),
+                   frame["event_timestamp"].max().isoformat())
+    window = {"train_from": first, "valid_from": first, "train_until": last, "valid_until": last}
     metadata = {
         "task": "conversion", "feature_service": SERVICE, "features": columns,
         "training_window": window, "data_hash": "test", "metrics": {}, "validation": {},
@@ -178,13 +179,17 @@ def test_predict_answers_each_pair_in_order_and_agrees_with_rank(
     user = world.warm_users[1]
     pairs = [(user, world.items[2]), ("no-such-user", world.items[2]), (user, "no-such-item"),
              (user, world.items[2])]
-    reply = client.post("/predict", json={"pairs": [{"user_id": u, "item_id": i} for u, i in pairs]})
+    reply = client.post("/predict",
+                        json={"pairs": [{"user_id": u, "item_id": i} for u, i in pairs]})
     assert reply.status_code == 200, reply.text
     body = reply.json()
     assert body["model_tag"] == world.model_tag
-    got = [(p["user_id"], p["item_id"], p["cold_user"], p["cold_item"]) for p in body["predictions"]]
-    assert got == [(user, world.items[2], False, False), ("no-such-user", world.items[2], True, False),
-                   (user, "no-such-item", False, True), (user, world.items[2], False, False)]
+    got = [(p["user_id"], p["item_id"], p["cold_user"], p["cold_item"])
+           for p in body["predictions"]]
+    assert got == [(user, world.items[2], False, False),
+                   ("no-such-user", world.items[2], True, False),
+                   (user, "no-such-item", False, True),
+                   (user, world.items[2], False, False)]
     probabilities = [p["probability"] for p in body["predictions"]]
     ranked = _rank(client, user, [world.items[2]])["items"][0]["score"]
     assert probabilities[0] == probabilities[3] == pytest.approx(ranked, abs=1e-7)
@@ -213,7 +218,8 @@ def test_invalid_predict_requests_and_malformed_json_are_4xx(client: httpx.Clien
         reply = client.post("/predict", json=body)
         assert 400 <= reply.status_code < 500, reply.text
         assert "pairs" in reply.text
-    reply = client.post("/rank", content=b'{"user_id": ', headers={"content-type": "application/json"})
+    reply = client.post("/rank", content=b'{"user_id": ',
+                        headers={"content-type": "application/json"})
     assert 400 <= reply.status_code < 500, reply.text
 
 
@@ -222,7 +228,8 @@ def test_probes_and_openapi_document(client: httpx.Client) -> None:
         assert client.get(probe).status_code == 200, probe
     spec = client.get("/docs.json").json()
     assert {"/rank", "/predict"} <= set(spec["paths"])
-    rank_input = spec["paths"]["/rank"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    rank_body = spec["paths"]["/rank"]["post"]["requestBody"]
+    rank_input = rank_body["content"]["application/json"]["schema"]
     assert "item_ids" in rank_input["properties"]
     assert rank_input["properties"]["item_ids"]["maxItems"] == 500
     assert rank_input["properties"]["item_ids"]["description"]
@@ -236,7 +243,7 @@ def test_online_matrix_equals_point_in_time_features(
     settings = world.settings if kind == "sqlite" else request.getfixturevalue("redis_settings")
     store = feature_store(settings)
     rng = np.random.default_rng(7)
-    users = list(rng.choice(world.warm_users, 40)) + list(rng.choice(world.shop.users["user_id"], 30))
+    users = [*rng.choice(world.warm_users, 40), *rng.choice(world.shop.users["user_id"], 30)]
     users += ["no-such-user"] * 5
     items = list(rng.choice(world.items, len(users) - 5)) + ["no-such-item"] * 5
     pairs = pd.DataFrame({"user_id": users, "item_id": items}).drop_duplicates(ignore_index=True)

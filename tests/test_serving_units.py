@@ -62,7 +62,8 @@ def test_rank_sorts_descending_dedupes_and_flags(booster: xgb.Booster) -> None:
     assert sorted(ids) == ["i1", "i5", "i9", "x"]
     scores = [i.score for i in reply.items]
     assert scores == sorted(scores, reverse=True)
-    assert {i.item_id: i.cold_item for i in reply.items} == {"i1": False, "i5": False, "i9": False, "x": True}
+    assert {i.item_id: i.cold_item for i in reply.items} == {
+        "i1": False, "i5": False, "i9": False, "x": True}
     assert reply.cold_user is False and reply.model_tag == "m:1"
 
 
@@ -111,7 +112,8 @@ def test_server_env_carries_settings_and_drops_stale_ones(tmp_path: Path) -> Non
     assert env["PERSONA_HOME"] == str(tmp_path)
     assert "PERSONA_REDIS_URL" not in env and MODEL_TAG_ENV not in env
     assert env["OMP_WAIT_POLICY"] == "PASSIVE" and env["PATH"] == "/bin"
-    assert json.loads(env["BENTOML_CONFIG_OVERRIDES"]) == {"services": {SERVICE_NAME: {"workers": 2}}}
+    overrides = json.loads(env["BENTOML_CONFIG_OVERRIDES"])
+    assert overrides == {"services": {SERVICE_NAME: {"workers": 2}}}
     env = server_env(Settings(tmp_path, tmp_path, "redis://new:6379/2"), "v1", base={})
     assert env["PERSONA_REDIS_URL"] == "redis://new:6379/2"
     assert env[MODEL_TAG_ENV] == f"{MODEL_NAME}:v1"
