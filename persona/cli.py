@@ -92,7 +92,11 @@ def apply(home: HomeOpt = None, online: OnlineOpt = None) -> None:
 
 
 @app.command()
-def materialize(home: HomeOpt = None, online: OnlineOpt = None) -> None:
+def materialize(
+    home: HomeOpt = None,
+    online: OnlineOpt = None,
+    full: Annotated[bool, typer.Option("--full", help="Reload the whole TTL window (after switching online store).")] = False,
+) -> None:
     """Load the latest validated feature values into the online store (incremental)."""
     from expectations.gate import DataQualityError
     from persona.locking import BusyError
@@ -101,7 +105,7 @@ def materialize(home: HomeOpt = None, online: OnlineOpt = None) -> None:
     try:
         with steps("materialize") as on_step:
             on_step("validating and loading")
-            counts = run(_settings(home, online))
+            counts = run(_settings(home, online), full=full)
     except (DataQualityError, BusyError, NothingToMaterialize) as exc:
         _fail(exc)
     console.print(json.dumps(counts))
@@ -127,13 +131,14 @@ def serve(
     home: HomeOpt = None,
     online: OnlineOpt = None,
     port: Annotated[int, typer.Option(help="HTTP port.")] = 3000,
+    host: Annotated[str, typer.Option(help="Interface to listen on (0.0.0.0 for all).")] = "127.0.0.1",
     model: Annotated[str | None, typer.Option(help="Model tag to pin (default: latest).")] = None,
     workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
 ) -> None:
     """Start the BentoML prediction service."""
     from serving.run import serve as run
 
-    run(_settings(home, online), port=port, model_tag=model, workers=workers)
+    run(_settings(home, online), port=port, model_tag=model, workers=workers, host=host)
 
 
 @app.command()

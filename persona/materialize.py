@@ -33,9 +33,11 @@ def latest_rows(settings: Settings, view: str) -> pd.DataFrame:
     return frame
 
 
-def materialize(settings: Settings, end: datetime | None = None) -> dict[str, int]:
+def materialize(settings: Settings, end: datetime | None = None, full: bool = False) -> dict[str, int]:
     """Incremental: each view from where its last materialization ended (or from the start of
-    its TTL window) up to `end` (default: the last snapshot). Returns rows validated per view."""
+    its TTL window) up to `end` (default: the last snapshot). `full` reloads the whole TTL window,
+    for a new online store: the registry records progress, not which store received it.
+    Returns the rows validated per view."""
     manifest = offline.current_manifest(settings.offline_root)
     if manifest is None:
         raise NothingToMaterialize(f"nothing ingested under {settings.home}: run `persona ingest` first")
@@ -51,14 +53,14 @@ def materialize(settings: Settings, end: datetime | None = None) -> dict[str, in
         last = max(frame["event_timestamp"].max() for frame in frames.values() if len(frame))
         end = end or last.to_pydatetime() + timedelta(seconds=1)
         for fv in store.list_feature_views():
-            start = _start(fv, end)
+            start = _start(fv, end, full)
             store.materialize(start_date=start, end_date=end, feature_views=[fv.name])
         return checked
 
 
-def _start(fv, end: datetime) -> datetime:
-    """Resume after the last materialized interval; first time, the whole TTL window."""
+def _start(fv, end: datetime, full: bool) -> datetime:
+    """Resume after the last materialized interval; first time (or `full`), the TTL window."""
     previous = fv.most_recent_end_time
-    if previous is not None:
+    if previous is not None and not full:
         return min(previous, end)
     return end - fv.ttl if fv.ttl and fv.ttl > timedelta(0) else EPOCH
