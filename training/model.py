@@ -6,12 +6,15 @@ choosing the number of trees on validation would make the validation metrics opt
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
 import xgboost as xgb
+
+log = logging.getLogger(__name__)
 
 TIME = "event_timestamp"
 LABEL = "label"
@@ -61,6 +64,16 @@ def threads(requested: int | None = None) -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def check_wait_policy(nthread: int) -> None:
+    """Warn when several OpenMP threads will spin-wait: OMP_WAIT_POLICY is read once, when
+    XGBoost's OpenMP runtime loads, so only the process's environment can set it."""
+    if nthread > 1 and os.environ.get("OMP_WAIT_POLICY", "").upper() != "PASSIVE":
+        log.warning("training with %d threads and OMP_WAIT_POLICY=%s; on a small or busy "
+                    "machine set OMP_WAIT_POLICY=PASSIVE before starting Python (training ran "
+                    "several times slower without it)", nthread,
+                    os.environ.get("OMP_WAIT_POLICY", "unset"))
+
+
 def holdout_split(train: pd.DataFrame, fraction: float) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Fit rows and the latest `fraction` of rows by time; rows sharing the cut's timestamp
     all go to the holdout, so the two never overlap in time."""
@@ -105,6 +118,7 @@ def fit(train: pd.DataFrame, features: list[str], params: ModelParams = ModelPar
     improved for `early_stopping_rounds`, and keep the booster of the best round."""
     fit_rows, holdout = holdout_split(train, params.holdout_fraction)
     config = booster_params(params)
+    check_wait_policy(config["nthread"])
     dfit = xgb.QuantileDMatrix(matrix(fit_rows, features), label=fit_rows[LABEL].to_numpy(),
                                feature_names=list(features), max_bin=params.max_bin,
                                nthread=config["nthread"])
@@ -114,7 +128,9 @@ def fit(train: pd.DataFrame, features: list[str], params: ModelParams = ModelPar
     history: dict = {}
     booster = xgb.train(
         config, dfit, num_boost_round=params.num_boost_round,
-        evals=[(dfit, "fit"), (dhold, "holdout")], evals_result=history, verbose_eval=False,
+        # Only the holdout is evaluated each round: AUC over the whole fit set cost a third of
+        # the training time on 600k rows.
+        evals=[(dhold, "holdout")], evals_result=history, verbose_eval=False,
         callbacks=[xgb.callback.EarlyStopping(rounds=params.early_stopping_rounds,
                                               metric_name="logloss", data_name="holdout",
                                               save_best=True)],

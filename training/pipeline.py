@@ -93,6 +93,31 @@ def _metadata(manifest: dict, settings: Settings, tf: TrainingFrame, split: Time
     }
 
 
+def _report_and_save(settings: Settings, manifest: dict, tf: TrainingFrame, split: TimeSplit,
+                     fitted: FitResult, horizon_days: int, gap: timedelta,
+                     on_step: Step) -> tuple[str, dict, Path]:
+    """Plots first (into a staging directory), then the model, then the page that names its
+    tag; the report is published only once the model is saved."""
+    evaluation = evaluate(split.train, split.valid,
+                          predict(fitted.booster, split.valid, tf.features))
+    metrics = summary(evaluation)
+    on_step("writing the report")
+    settings.reports_dir.mkdir(parents=True, exist_ok=True)
+    staging = settings.reports_dir / f".staging-{uuid.uuid4().hex[:8]}"
+    report.write_plots(evaluation, fitted.booster, staging)
+    on_step("saving the model")
+    tag = save_model(fitted.booster, _metadata(manifest, settings, tf, split, fitted, metrics,
+                                               horizon_days))
+    info = {"tag": tag, "horizon_days": horizon_days, "feature_service": SERVICE,
+            "features": tf.features, "data_hash": manifest["data_hash"],
+            "training_window": split.window(), "n_train": len(split.train),
+            "n_holdout": fitted.n_holdout, "best_iteration": fitted.best_iteration,
+            "n_valid": len(split.valid), "gap_days": gap / timedelta(days=1)}
+    (staging / report.REPORT).write_text(report.render(evaluation, fitted.booster, info))
+    path = report.publish(staging, settings.reports_dir, tag.removeprefix(f"{MODEL_NAME}:"))
+    return tag, metrics, path
+
+
 def train(
     settings: Settings,
     *,
@@ -111,10 +136,11 @@ def train(
     raw directory recorded by ingest. Nothing is saved unless every stage succeeded.
     """
     manifest = _manifest(settings)
-    horizon = timedelta(days=horizon_days)
     on_step("labelling views")
     raw = _raw(manifest, raw)
-    labels = conversion_labels(raw.events, raw.items, horizon, _labels_until(manifest, until))
+    labels = conversion_labels(raw.events, raw.items, timedelta(days=horizon_days),
+                               _labels_until(manifest, until))
+    del raw
     on_step(f"retrieving point-in-time features for {len(labels)} views")
     tf = training_frame(feature_store(settings), labels, SERVICE, settings.docs_dir)
     del labels
@@ -124,20 +150,6 @@ def train(
     on_step(f"fitting on {len(split.train)} rows")
     fitted = fit(split.train, tf.features, params)
     on_step(f"evaluating on {len(split.valid)} rows")
-    evaluation = evaluate(split.train, split.valid, predict(fitted.booster, split.valid, tf.features))
-    metrics = summary(evaluation)
-    on_step("writing the report")
-    settings.reports_dir.mkdir(parents=True, exist_ok=True)
-    staging = settings.reports_dir / f".staging-{uuid.uuid4().hex[:8]}"
-    report.write_plots(evaluation, fitted.booster, staging)
-    on_step("saving the model")
-    tag = save_model(fitted.booster, _metadata(manifest, settings, tf, split, fitted, metrics,
-                                               horizon_days))
-    info = {"tag": tag, "horizon_days": horizon_days, "feature_service": SERVICE,
-            "features": tf.features, "data_hash": manifest["data_hash"],
-            "training_window": split.window(), "n_train": len(split.train),
-            "n_holdout": fitted.n_holdout, "best_iteration": fitted.best_iteration,
-            "n_valid": len(split.valid), "gap_days": gap.total_seconds() / 86400}
-    (staging / report.REPORT).write_text(report.render(evaluation, fitted.booster, info))
-    path = report.publish(staging, settings.reports_dir, tag.removeprefix(f"{MODEL_NAME}:"))
+    tag, metrics, path = _report_and_save(settings, manifest, tf, split, fitted, horizon_days,
+                                          gap, on_step)
     return TrainResult(tag, metrics, path, len(split.train), len(split.valid))
