@@ -3,6 +3,7 @@ report -> model store. Only wiring; each stage lives in its own module."""
 
 from __future__ import annotations
 
+import shutil
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -104,10 +105,14 @@ def _report_and_save(settings: Settings, manifest: dict, tf: TrainingFrame, spli
     on_step("writing the report")
     settings.reports_dir.mkdir(parents=True, exist_ok=True)
     staging = settings.reports_dir / f".staging-{uuid.uuid4().hex[:8]}"
-    report.write_plots(evaluation, fitted.booster, staging)
-    on_step("saving the model")
-    tag = save_model(fitted.booster, _metadata(manifest, settings, tf, split, fitted, metrics,
-                                               horizon_days))
+    try:
+        report.write_plots(evaluation, fitted.booster, staging)
+        on_step("saving the model")
+        tag = save_model(fitted.booster, _metadata(manifest, settings, tf, split, fitted,
+                                                   metrics, horizon_days))
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     info = {"tag": tag, "horizon_days": horizon_days, "feature_service": SERVICE,
             "features": tf.features, "data_hash": manifest["data_hash"],
             "training_window": split.window(), "n_train": len(split.train),
