@@ -1,0 +1,37 @@
+"""Reasons for a score: XGBoost's own per-row feature contributions (SHAP values on the margin).
+
+One function serves the batch scores and the HTTP service, so a reason reads the same wherever
+a score is shown. The contributions of a row plus the bias sum to the model's margin.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import xgboost as xgb
+
+
+@dataclass(frozen=True)
+class Reason:
+    feature: str
+    value: float | None
+    contribution: float
+
+
+def contributions(booster: xgb.Booster, matrix: np.ndarray) -> np.ndarray:
+    """Per-row contributions, one column per feature and a last column for the bias."""
+    dmatrix = xgb.DMatrix(matrix, feature_names=booster.feature_names, missing=np.nan)
+    return booster.predict(dmatrix, pred_contribs=True)
+
+
+def top_reasons(features: list[str], matrix: np.ndarray, contribs: np.ndarray, k: int = 3) -> list[list[Reason]]:
+    """The k features that moved each row's score most (by absolute contribution)."""
+    per_feature = contribs[:, :-1]
+    order = np.argsort(-np.abs(per_feature), axis=1)[:, :k]
+    out = []
+    for row, top in enumerate(order):
+        out.append([Reason(features[j],
+                           None if np.isnan(matrix[row, j]) else float(matrix[row, j]),
+                           float(per_feature[row, j])) for j in top])
+    return out
