@@ -186,6 +186,15 @@ conversion_v1 = FeatureService(
     description="Features of the view -> purchase conversion ranking model, version 1.",
 )
 
+# Exactly the features the user-level purchase propensity model uses.
+propensity_v1 = FeatureService(
+    name="propensity_v1",
+    features=[user_activity[[f.name for f in user_activity.schema if f.dtype != String]]],
+    owner=OWNER,
+    tags={"model": "propensity"},
+    description="Features of the user purchase-propensity model, version 1.",
+)
+
 # What the profile of a user is made of (attributes and behaviour), for profile lookups.
 user_profile_v1 = FeatureService(
     name="user_profile_v1",
@@ -196,4 +205,4 @@ user_profile_v1 = FeatureService(
 )
 
 OBJECTS = [user, item, category, user_profile, user_activity, item_catalog, item_popularity,
-           user_category_affinity, user_item_context, conversion_v1, user_profile_v1]
+           user_category_affinity, user_item_context, conversion_v1, propensity_v1, user_profile_v1]
