@@ -154,6 +154,10 @@ user_category_affinity = FeatureView(
 )
 
 
+# Declared order (FeatureView.schema's order varies between processes); strings are not model inputs.
+_NUMERIC_ACTIVITY = [f.name for f in user_activity.features if f.dtype != String]
+
+
 # Computed at request time from the user's and the item's features (feature_repo/transforms.py).
 user_item_context = on_demand_feature_view(
     sources=[user_activity[["aov_90d", "favourite_category"]], item_catalog[["category", "list_price"]]],
@@ -175,7 +179,7 @@ user_item_context = on_demand_feature_view(
 conversion_v1 = FeatureService(
     name="conversion_v1",
     features=[
-        user_activity[[f.name for f in user_activity.schema if f.dtype != String]],
+        user_activity[_NUMERIC_ACTIVITY],
         item_catalog[["list_price"]],
         item_popularity,
         user_category_affinity,
@@ -189,7 +193,7 @@ conversion_v1 = FeatureService(
 # Exactly the features the user-level purchase propensity model uses.
 propensity_v1 = FeatureService(
     name="propensity_v1",
-    features=[user_activity[[f.name for f in user_activity.schema if f.dtype != String]]],
+    features=[user_activity[_NUMERIC_ACTIVITY]],
     owner=OWNER,
     tags={"model": "propensity"},
     description="Features of the user purchase-propensity model, version 1.",
