@@ -1,6 +1,8 @@
-"""Validation metrics of the model beside two baselines a ranking model has to beat.
+"""Validation metrics of the model beside the baselines it has to beat.
 
-Ranking metrics (ROC AUC, PR AUC, NDCG@10) use each scorer's raw scores. Probability metrics
+Each task names its baselines: item popularity and user activity for conversion; an RFM rank
+score and recency alone for propensity. Ranking metrics (ROC AUC, PR AUC, top-decile lift and,
+for conversion, NDCG@10 per user) use each scorer's raw scores. Probability metrics
 (log loss, calibration, ECE) need probabilities: the baselines' scores are counts and smoothed
 rates, so each baseline is mapped to probabilities by isotonic regression fitted on the training
 rows (monotone, so its ranking is unchanged) before log loss and calibration are computed.
@@ -8,6 +10,7 @@ rows (monotone, so its ranking is unchanged) before log loss and calibration are
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,11 +22,18 @@ LABEL = "label"
 MODEL = "model"
 POPULARITY = "item_popularity"
 ACTIVITY = "user_activity"
+RFM = "rfm"
+RECENCY = "recency"
+TIME = "event_timestamp"
 # Smoothed conversion rate of an item with no views or purchases in 30 days: (0 + 1) / (0 + 50).
 POPULARITY_PRIOR = 1 / 50
 EPS = 1e-6
 N_BINS = 10
 K = 10
+LIFT = "top_decile_lift"
+# Days since the last purchase of a user who never bought: ranked after every buyer.
+NEVER = 1e6
+Baseline = Callable[[pd.DataFrame], np.ndarray]
 
 
 @dataclass
@@ -58,7 +68,38 @@ def activity_score(frame: pd.DataFrame) -> np.ndarray:
     return purchases + views / (views + 1)
 
 
-BASELINES = {POPULARITY: popularity_score, ACTIVITY: activity_score}
+def _ranks_per_snapshot(frame: pd.DataFrame, values: np.ndarray) -> np.ndarray:
+    """Percentile ranks in (0, 1] of `values` among the rows of the same snapshot time (ties
+    share their average rank): RFM scores a user against the others of the same moment."""
+    series = pd.Series(values, index=frame.index)
+    return series.groupby(frame[TIME].to_numpy()).rank(pct=True, method="average").to_numpy(float)
+
+
+def rfm_score(frame: pd.DataFrame) -> np.ndarray:
+    """The classic recency / frequency / monetary segmentation as one score: the mean of three
+    percentile ranks per snapshot. Recency is days since the last purchase; users who never
+    bought come after every buyer, ordered by days since their last event. Frequency is
+    purchases in 90 days, monetary value spend in 90 days; missing features (no recent
+    snapshot) count as the worst value."""
+    last_event = frame["user_activity__days_since_last_event"].fillna(NEVER).to_numpy(float)
+    last_buy = frame["user_activity__days_since_last_purchase"].to_numpy(float)
+    recency = np.where(np.isnan(last_buy), NEVER + last_event, last_buy)
+    frequency = frame["user_activity__purchases_90d"].fillna(0).to_numpy(float)
+    monetary = frame["user_activity__spend_90d"].fillna(0).to_numpy(float)
+    ranks = [_ranks_per_snapshot(frame, v) for v in (-recency, frequency, monetary)]
+    return np.mean(ranks, axis=0)
+
+
+def recency_score(frame: pd.DataFrame) -> np.ndarray:
+    """Minus the days since the user's last event of any kind: the more recently active, the
+    higher. Users without a recent snapshot come last."""
+    return -frame["user_activity__days_since_last_event"].fillna(NEVER).to_numpy(float)
+
+
+CONVERSION_BASELINES: dict[str, Baseline] = {POPULARITY: popularity_score,
+                                             ACTIVITY: activity_score}
+PROPENSITY_BASELINES: dict[str, Baseline] = {RFM: rfm_score, RECENCY: recency_score}
+BASELINES = CONVERSION_BASELINES
 
 
 def calibrate(train_scores: np.ndarray, train_y: np.ndarray, scores: np.ndarray) -> np.ndarray:
@@ -106,35 +147,51 @@ def ndcg_at_k(users: np.ndarray, y: np.ndarray, scores: np.ndarray, k: int = K,
     return float((dcg / ideal.reindex(dcg.index)).mean())
 
 
-def metrics(y: np.ndarray, users: np.ndarray, scored: Scored) -> dict:
-    """ROC AUC, PR AUC and NDCG@10 on scores; log loss, ECE and bins on probabilities."""
+def top_decile_lift(y: np.ndarray, scores: np.ndarray, seed: int = 0) -> float:
+    """The positive rate of the top-scored 10% of rows over the overall positive rate: how many
+    times better than random a campaign aimed at the top decile does. Ties are broken in a fixed
+    random order, so a scorer with many ties is not credited with the input order."""
+    if len(y) == 0 or y.sum() == 0:
+        return float("nan")
+    tie = np.random.default_rng(seed).permutation(len(y))
+    order = np.lexsort((tie, -np.asarray(scores, float)))
+    top = order[: max(1, int(np.ceil(0.1 * len(y))))]
+    return float(y[top].mean() / y.mean())
+
+
+def metrics(y: np.ndarray, users: np.ndarray, scored: Scored, ndcg: bool = True) -> dict:
+    """ROC AUC, PR AUC, top-decile lift and (when rows are ranked per user) NDCG@10 on scores;
+    log loss, ECE and bins on probabilities."""
     single_class = len(np.unique(y)) < 2
     p = np.clip(scored.probabilities, EPS, 1 - EPS)
     bins, ece = calibration_bins(y, p)
-    return {
+    out = {
         "roc_auc": float("nan") if single_class else float(roc_auc_score(y, scored.scores)),
         "pr_auc": float("nan") if single_class else float(average_precision_score(y, scored.scores)),
+        LIFT: top_decile_lift(y, scored.scores),
         "log_loss": float(log_loss(y, p, labels=[0, 1])),
         "ece": ece,
-        f"ndcg@{K}": ndcg_at_k(users, y, scored.scores),
-        "calibration": bins,
-        "calibrated_by": scored.calibrated_by,
     }
+    if ndcg:
+        out[f"ndcg@{K}"] = ndcg_at_k(users, y, scored.scores)
+    return {**out, "calibration": bins, "calibrated_by": scored.calibrated_by}
 
 
-def evaluate(train: pd.DataFrame, valid: pd.DataFrame, model_probabilities: np.ndarray) -> Evaluation:
-    """Score validation with the model and each baseline (calibrated on `train`) and compute
-    every metric for each, plus the validation positive rate and row counts."""
+def evaluate(train: pd.DataFrame, valid: pd.DataFrame, model_probabilities: np.ndarray,
+             baselines: dict[str, Baseline] | None = None, ndcg: bool = True) -> Evaluation:
+    """Score validation with the model and each baseline (default: the conversion ones),
+    calibrated on `train`, and compute every metric for each. `ndcg=False` for tasks with one
+    row per user, where a per-user ranking metric says nothing."""
     y = valid[LABEL].to_numpy(int)
     scored = {MODEL: Scored(np.asarray(model_probabilities, float),
                             np.asarray(model_probabilities, float), "model")}
-    for name, score in BASELINES.items():
+    for name, score in (CONVERSION_BASELINES if baselines is None else baselines).items():
         raw = score(valid)
         probabilities = calibrate(score(train), train[LABEL].to_numpy(float), raw)
         scored[name] = Scored(raw, probabilities, "isotonic on train")
     users = valid["user_id"].to_numpy()
     result = Evaluation(y=y, users=users, scored=scored)
-    result.metrics = {name: metrics(y, users, s) for name, s in scored.items()}
+    result.metrics = {name: metrics(y, users, s, ndcg) for name, s in scored.items()}
     return result
 
 

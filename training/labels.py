@@ -1,9 +1,10 @@
-"""Labels of the conversion task: does a view of an item lead to a purchase of it soon after?
+"""Labels of Persona's two tasks.
 
-A view (user, item, t) is positive when the same user buys the same item in (t, t + horizon].
-Only views whose whole horizon lies inside the observed log are labelled: a view near the end of
-the log with no purchase yet is unknown, not negative, and labelling it 0 would teach the model
-that recent views convert less.
+Conversion: a view (user, item, t) is positive when the same user buys the same item in
+(t, t + horizon]. Propensity: a user at snapshot time T is positive when they buy anything in
+(T, T + horizon]. Only rows whose whole horizon lies inside the observed log are labelled: a row
+near the end of the log with no purchase yet is unknown, not negative, and labelling it 0 would
+teach the model that recent activity converts less.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import pandas as pd
 KEYS = ["user_id", "item_id", "event_timestamp"]
 COLUMNS = ["user_id", "item_id", "category", "event_timestamp", "label"]
 DEFAULT_HORIZON = timedelta(days=7)
+PROPENSITY_COLUMNS = ["user_id", "event_timestamp", "label"]
+DAY = timedelta(days=1)
 
 
 class LabelError(ValueError):
@@ -32,7 +35,8 @@ def _observed_views(events: pd.DataFrame, horizon: timedelta, until: pd.Timestam
     views = events.loc[events["event_type"] == "view", KEYS]
     if views.empty:
         raise LabelError("the conversion task needs view events, and the event log has none "
-                         f"up to {until.isoformat()}")
+                         f"up to {until.isoformat()} (a purchase-only log can train "
+                         "--task propensity)")
     views = views.drop_duplicates()
     views = views[views["event_timestamp"] + horizon <= until]
     if views.empty:
@@ -89,3 +93,67 @@ def conversion_labels(
         label=(purchased_at - views["event_timestamp"] <= horizon).astype("int64"),
     )
     return labels[COLUMNS].sort_values(KEYS, kind="stable").reset_index(drop=True)
+
+
+def snapshot_times(first_event: pd.Timestamp, until: pd.Timestamp, horizon: timedelta,
+                   interval: timedelta, every: timedelta) -> pd.DatetimeIndex:
+    """Snapshot times T, `every` apart, whose horizon (T, T + horizon] ends at or before `until`,
+    from the latest such T back to the first at or after `first_event`.
+
+    Every T is a multiple (since the epoch) of the ingest's snapshot interval and the end of a
+    day: a multiple of the interval when it is whole days, of a day when the interval divides
+    one. So T is exactly an offline snapshot's timestamp and the features as of T are the ones
+    the snapshot stamped T holds. `every` is rounded up to a multiple of that unit.
+    """
+    if horizon <= timedelta(0) or every <= timedelta(0) or interval <= timedelta(0):
+        raise ValueError("horizon, every and interval must be positive")
+    unit = max(interval, DAY)
+    step = -(-every // unit) * unit
+    epoch = pd.Timestamp(0, tz="UTC")
+    last = epoch + ((_utc(until) - horizon - epoch) // unit) * unit
+    first = _utc(first_event)
+    if last < first:
+        return pd.DatetimeIndex([], tz="UTC")
+    count = (last - first) // step + 1
+    return pd.DatetimeIndex([last - i * step for i in range(count)][::-1])
+
+
+def propensity_labels(
+    events: pd.DataFrame,
+    horizon: timedelta = timedelta(days=30),
+    until: pd.Timestamp | None = None,
+    interval: timedelta = DAY,
+    every: timedelta = timedelta(days=7),
+) -> pd.DataFrame:
+    """One row per (user, snapshot time T) for every user with any event at or before T,
+    labelled 1 when the user purchases anything in (T, T + horizon].
+
+    Snapshot times come from `snapshot_times` (aligned to the ingest's grid, `every` apart, the
+    latest one the last whose horizon is fully observed by `until`). `until` is where the
+    observed log ends (default: its last event); later events are ignored. Columns: user_id,
+    event_timestamp (= T), label (int64), sorted by time, then user.
+    """
+    if events.empty:
+        raise LabelError("the propensity task needs events, and the event log is empty")
+    until = _utc(until) if until is not None else events["event_timestamp"].max()
+    events = events[events["event_timestamp"] <= until]
+    if events.empty:
+        raise LabelError(f"the event log has no event at or before {until.isoformat()}")
+    times = snapshot_times(events["event_timestamp"].min(), until, horizon, interval, every)
+    if times.empty:
+        raise LabelError(f"no snapshot has a fully observed {horizon} horizon before "
+                         f"{until.isoformat()}; the log is too short for this horizon")
+    first_seen = events.groupby("user_id")["event_timestamp"].min()
+    buys = events.loc[events["event_type"] == "purchase", ["user_id", "event_timestamp"]]
+    buys = buys.sort_values("event_timestamp", kind="stable")
+    parts = []
+    for t in times:
+        users = first_seen.index[first_seen <= t]
+        window = buys[(buys["event_timestamp"] > t) & (buys["event_timestamp"] <= t + horizon)]
+        bought = users.isin(window["user_id"].unique())
+        parts.append(pd.DataFrame({"user_id": users.to_numpy(dtype=object), "event_timestamp": t,
+                                   "label": bought.astype("int64")}))
+    labels = pd.concat(parts, ignore_index=True)
+    labels["event_timestamp"] = labels["event_timestamp"].astype("datetime64[ns, UTC]")
+    return labels[PROPENSITY_COLUMNS].sort_values(["event_timestamp", "user_id"],
+                                                  kind="stable").reset_index(drop=True)

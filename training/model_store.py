@@ -1,15 +1,18 @@
-"""The conversion model in BentoML's model store: XGBoost's own format plus the metadata that
-serving relies on. The store lives under BENTOML_HOME (BentoML reads it on first use)."""
+"""Persona's models in BentoML's model store: XGBoost's own format plus the metadata that
+serving relies on. Each task is saved under its own name (`persona.models.TASKS`). The store
+lives under BENTOML_HOME (BentoML reads it on first use)."""
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import bentoml
 import xgboost as xgb
 
-MODEL_NAME = "persona-conversion"
+from persona.models import TASKS, resolve_tag
+
+MODEL_NAME = TASKS["conversion"].model_name  # the default task's name, which serving imports
 # The serving service reads these keys; a model without any of them is never saved.
 REQUIRED_METADATA = ("task", "feature_service", "features", "training_window", "data_hash",
                      "metrics", "validation", "snapshot_interval_seconds")
@@ -18,6 +21,18 @@ WINDOW_KEYS = ("train_from", "train_until", "valid_from", "valid_until")
 
 class ModelMetadataError(ValueError):
     """Metadata that serving could not rely on."""
+
+
+class ModelNotFoundError(LookupError):
+    """No such model (or no model of the task yet) in the BentoML store."""
+
+
+class StoredModel(NamedTuple):
+    """A model read back from the store: its resolved tag ("name:version"), booster, metadata."""
+
+    tag: str
+    booster: xgb.Booster
+    metadata: dict
 
 
 def jsonable(value: Any) -> Any:
@@ -48,10 +63,13 @@ def check_metadata(booster: xgb.Booster, metadata: dict) -> None:
         raise ModelMetadataError(f"training_window must hold {list(WINDOW_KEYS)}")
     if list(metadata["features"]) != list(booster.feature_names or []):
         raise ModelMetadataError("metadata features differ from the booster's feature names")
+    if metadata["task"] not in TASKS:
+        raise ModelMetadataError(f"unknown task {metadata['task']!r}; known: {sorted(TASKS)}")
 
 
 def save_model(booster: xgb.Booster, metadata: dict) -> str:
-    """Save `booster` as a new version of MODEL_NAME; returns its tag ("name:version").
+    """Save `booster` as a new version of its task's model name (`metadata["task"]`, e.g.
+    persona-conversion); returns its tag ("name:version").
 
     Labels repeat the task and feature service, so `bentoml models list` can filter on them.
     """
@@ -59,17 +77,31 @@ def save_model(booster: xgb.Booster, metadata: dict) -> str:
     clean = jsonable(metadata)
     labels = {"task": str(clean["task"]), "feature_service": str(clean["feature_service"]),
               "data_hash": str(clean["data_hash"])[:12]}
-    model = bentoml.xgboost.save_model(MODEL_NAME, booster, metadata=clean, labels=labels)
+    name = TASKS[clean["task"]].model_name
+    model = bentoml.xgboost.save_model(name, booster, metadata=clean, labels=labels)
     return str(model.tag)
 
 
-def load_model(tag: str | None = None) -> tuple[xgb.Booster, dict]:
-    """The booster and metadata of `tag` ("name:version", or just the version), the latest
-    version when None."""
-    if tag is None:
-        tag = f"{MODEL_NAME}:latest"
-    elif ":" not in tag:
-        tag = f"{MODEL_NAME}:{tag}"
-    model = bentoml.models.get(tag)
-    booster = bentoml.xgboost.load_model(model)
-    return booster, dict(model.info.metadata)
+def get_model(tag: str | None = None, task: str = "conversion") -> StoredModel:
+    """The model `tag` ("name:version", or just a version of the task's model), the task's
+    latest version when None, with the tag resolved to its version. A model of another task is
+    an error, so a pinned tag cannot silently answer the wrong question."""
+    if task not in TASKS:
+        raise ModelMetadataError(f"unknown task {task!r}; known: {sorted(TASKS)}")
+    wanted = resolve_tag(TASKS[task].model_name, tag)
+    try:
+        model = bentoml.models.get(wanted)
+    except bentoml.exceptions.NotFound:
+        raise ModelNotFoundError(f"no model {wanted} in the BentoML model store; train one with "
+                                 f"persona train --task {task}") from None
+    metadata = dict(model.info.metadata)
+    if metadata.get("task") != task:
+        raise ModelMetadataError(f"model {model.tag} was trained for task "
+                                 f"{metadata.get('task')!r}, not {task!r}")
+    return StoredModel(str(model.tag), bentoml.xgboost.load_model(model), metadata)
+
+
+def load_model(tag: str | None = None, task: str = "conversion") -> tuple[xgb.Booster, dict]:
+    """The booster and metadata of `tag` (see `get_model`), the task's latest when None."""
+    stored = get_model(tag, task)
+    return stored.booster, stored.metadata

@@ -1,5 +1,6 @@
 """`persona train`: labels -> point-in-time features (gated) -> time split -> fit -> evaluate ->
-report -> model store. Only wiring; each stage lives in its own module."""
+report -> model store, for either task (conversion or propensity). Only wiring; each stage
+lives in its own module and what differs between tasks in `training.tasks`."""
 
 from __future__ import annotations
 
@@ -18,14 +19,16 @@ from persona.settings import Settings
 from persona.store import feature_store
 from training import report
 from training.evaluate import evaluate, summary
-from training.labels import conversion_labels
 from training.model import FitResult, ModelParams, fit, predict
-from training.model_store import MODEL_NAME, save_model
+from training.model_store import save_model
+from training.reference import reference_quantiles
 from training.retrieval import TrainingFrame, training_frame
 from training.split import TimeSplit, time_split
+from training.tasks import TrainingTask, training_task
 
-SERVICE = "conversion_v1"
+SERVICE = "conversion_v1"  # the default task's feature service
 TASK = "conversion"
+SNAPSHOT_EVERY_DAYS = 7
 Step = Callable[[str], None]
 
 
@@ -72,13 +75,77 @@ def _labels_until(manifest: dict, until: pd.Timestamp | None) -> pd.Timestamp | 
     return ingested if until is None else min(pd.Timestamp(until), ingested)
 
 
-def _metadata(manifest: dict, settings: Settings, tf: TrainingFrame, split: TimeSplit,
-              fitted: FitResult, metrics: dict, horizon_days: int) -> dict:
+def _interval(manifest: dict, settings: Settings) -> timedelta:
+    """The snapshot interval the current offline version was computed with."""
+    seconds = manifest.get("snapshot_interval_seconds")
+    return timedelta(seconds=seconds) if seconds else settings.snapshot_interval
+
+
+@dataclass(frozen=True)
+class Labelled:
+    """A gated training frame and how it was made: what `train` fits on, and what a test of
+    --until compares between two homes."""
+
+    task: TrainingTask
+    frame: TrainingFrame
+    manifest: dict
+    horizon_days: int
+    until: pd.Timestamp | None  # the --until cut, None for the whole log
+    every_days: int
+
+
+def labelled_frame(
+    settings: Settings,
+    task: str = TASK,
+    *,
+    horizon_days: int | None = None,
+    until: pd.Timestamp | None = None,
+    every_days: int = SNAPSHOT_EVERY_DAYS,
+    raw: RawTables | None = None,
+    on_step: Step = lambda _: None,
+) -> Labelled:
+    """Label the task's rows from the raw log as known at `until` (default: all of it), join
+    their point-in-time features through the task's feature service and gate the frame.
+
+    With `until`, no event after it is read: rows are at or before it and every label's horizon
+    ends at or before it, so a copy of the log with later events gives the same frame.
+    """
+    spec = training_task(task)
+    horizon = spec.default_horizon_days if horizon_days is None else horizon_days
+    manifest = _manifest(settings)
+    on_step(f"labelling {spec.name} rows")
+    labels = spec.label(_raw(manifest, raw), timedelta(days=horizon),
+                        _labels_until(manifest, until), _interval(manifest, settings),
+                        timedelta(days=every_days))
+    on_step(f"retrieving point-in-time features for {len(labels)} rows")
+    tf = training_frame(feature_store(settings), labels, spec.service, settings.docs_dir,
+                        spec.rows)
+    return Labelled(spec, tf, manifest, horizon, until, every_days)
+
+
+def _split(data: Labelled, valid_days: int | None, gap_days: int | None) -> TimeSplit:
+    """Conversion: validate on the latest week of views, after a gap of one horizon.
+    Propensity: validate on the latest fully labelled snapshot; train on snapshots whose
+    horizon ends at or before it (T + horizon <= validation T), so no training label sees the
+    validation period's purchases."""
+    frame, horizon = data.frame.frame, data.horizon_days
+    if data.task.per_user_ranking:
+        valid = 7 if valid_days is None else valid_days
+        gap = horizon if gap_days is None else gap_days
+    else:
+        valid = data.every_days if valid_days is None else valid_days
+        gap = max(horizon - valid, 0) if gap_days is None else gap_days
+    return time_split(frame, timedelta(days=valid), timedelta(days=gap))
+
+
+def _metadata(data: Labelled, settings: Settings, split: TimeSplit, fitted: FitResult,
+              metrics: dict) -> dict:
     """The metadata serving relies on (see training.model_store.REQUIRED_METADATA), plus how
-    the model was fitted."""
-    return {
-        "task": TASK,
-        "feature_service": SERVICE,
+    the model was fitted and, for propensity, the reference quantiles of its features."""
+    manifest, tf = data.manifest, data.frame
+    meta = {
+        "task": data.task.name,
+        "feature_service": data.task.service,
         "features": list(tf.features),
         "training_window": split.window(),
         "data_hash": manifest["data_hash"],
@@ -86,21 +153,50 @@ def _metadata(manifest: dict, settings: Settings, tf: TrainingFrame, split: Time
         "validation": {"ingest": manifest.get("validation", {}), "training_frame": tf.gate},
         "snapshot_interval_seconds": manifest.get(
             "snapshot_interval_seconds", settings.snapshot_interval.total_seconds()),
-        "label_horizon_days": horizon_days,
+        "horizon_days": data.horizon_days,
+        "label_horizon_days": data.horizon_days,
         "offline_version": manifest.get("version"),
         "best_iteration": fitted.best_iteration,
         "n_train": len(split.train),
         "n_valid": len(split.valid),
     }
+    if data.until is not None:
+        meta["until"] = pd.Timestamp(data.until).isoformat()
+    if not data.task.per_user_ranking:
+        meta["snapshot_every_days"] = data.every_days
+        meta["reference_quantiles_at"] = split.valid_until.isoformat()
+        meta["reference_quantiles"] = reference_quantiles(split.valid, list(tf.features),
+                                                          split.valid_until)
+    return meta
 
 
-def _report_and_save(settings: Settings, manifest: dict, tf: TrainingFrame, split: TimeSplit,
-                     fitted: FitResult, horizon_days: int, gap: timedelta,
+def _report_info(data: Labelled, tag: str, split: TimeSplit, fitted: FitResult) -> dict:
+    """What the report page says about the run."""
+    spec = data.task
+    notes = [] if spec.per_user_ranking else [
+        f"snapshots every {data.every_days} days; churn risk of a previously active user is "
+        "1 - propensity",
+        f"reference quantiles (0.5/0.75/0.9/0.95) of every feature over the users at "
+        f"{split.valid_until.isoformat()} are saved with the model"]
+    return {"tag": tag, "title": spec.title, "positive": spec.positive,
+            "baselines_text": spec.baselines_text, "horizon_days": data.horizon_days,
+            "feature_service": spec.service, "features": data.frame.features,
+            "data_hash": data.manifest["data_hash"], "training_window": split.window(),
+            "n_train": len(split.train), "n_holdout": fitted.n_holdout,
+            "best_iteration": fitted.best_iteration, "n_valid": len(split.valid),
+            "gap_days": (split.valid_from - split.train_until) / timedelta(days=1),
+            "until": None if data.until is None else pd.Timestamp(data.until).isoformat(),
+            "notes": notes}
+
+
+def _report_and_save(settings: Settings, data: Labelled, split: TimeSplit, fitted: FitResult,
                      on_step: Step) -> tuple[str, dict, Path]:
     """Plots first (into a staging directory), then the model, then the page that names its
     tag; the report is published only once the model is saved."""
+    spec = data.task
     evaluation = evaluate(split.train, split.valid,
-                          predict(fitted.booster, split.valid, tf.features))
+                          predict(fitted.booster, split.valid, data.frame.features),
+                          spec.baselines, ndcg=spec.per_user_ranking)
     metrics = summary(evaluation)
     on_step("writing the report")
     settings.reports_dir.mkdir(parents=True, exist_ok=True)
@@ -108,53 +204,45 @@ def _report_and_save(settings: Settings, manifest: dict, tf: TrainingFrame, spli
     try:
         report.write_plots(evaluation, fitted.booster, staging)
         on_step("saving the model")
-        tag = save_model(fitted.booster, _metadata(manifest, settings, tf, split, fitted,
-                                                   metrics, horizon_days))
+        tag = save_model(fitted.booster, _metadata(data, settings, split, fitted, metrics))
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    info = {"tag": tag, "horizon_days": horizon_days, "feature_service": SERVICE,
-            "features": tf.features, "data_hash": manifest["data_hash"],
-            "training_window": split.window(), "n_train": len(split.train),
-            "n_holdout": fitted.n_holdout, "best_iteration": fitted.best_iteration,
-            "n_valid": len(split.valid), "gap_days": gap / timedelta(days=1)}
-    (staging / report.REPORT).write_text(report.render(evaluation, fitted.booster, info))
-    path = report.publish(staging, settings.reports_dir, tag.removeprefix(f"{MODEL_NAME}:"))
+    page = report.render(evaluation, fitted.booster, _report_info(data, tag, split, fitted))
+    (staging / report.REPORT).write_text(page)
+    path = report.publish(staging, settings.reports_dir, tag.split(":", 1)[1],
+                          report.latest_name(spec.name))
     return tag, metrics, path
 
 
 def train(
     settings: Settings,
     *,
-    horizon_days: int = 7,
-    valid_days: int = 7,
+    task: str = TASK,
+    horizon_days: int | None = None,
+    valid_days: int | None = None,
     gap_days: int | None = None,
     until: pd.Timestamp | None = None,
+    every_days: int = SNAPSHOT_EVERY_DAYS,
     raw: RawTables | None = None,
     params: ModelParams = ModelParams(),
     on_step: Step = lambda _: None,
 ) -> TrainResult:
-    """Train, evaluate, report and save the conversion model on the current offline version.
+    """Train, evaluate, report and save the task's model on the current offline version.
 
-    `gap_days` (default: the horizon) separates train from validation so that no training
-    label is decided by a purchase inside the validation period. `raw` replaces reading the
-    raw directory recorded by ingest. Nothing is saved unless every stage succeeded.
+    Defaults per task: conversion labels views over 7 days and validates on the latest week
+    after a gap of one horizon; propensity labels weekly snapshots (`every_days`) over 30 days
+    and validates on the latest fully labelled one. `until` trains on what was known then.
+    `raw` replaces reading the raw directory recorded by ingest. Nothing is saved unless every
+    stage succeeded.
     """
-    manifest = _manifest(settings)
-    on_step("labelling views")
-    raw = _raw(manifest, raw)
-    labels = conversion_labels(raw.events, raw.items, timedelta(days=horizon_days),
-                               _labels_until(manifest, until))
-    del raw
-    on_step(f"retrieving point-in-time features for {len(labels)} views")
-    tf = training_frame(feature_store(settings), labels, SERVICE, settings.docs_dir)
-    del labels
-    gap = timedelta(days=horizon_days if gap_days is None else gap_days)
-    split = time_split(tf.frame, timedelta(days=valid_days), gap)
-    tf = tf._replace(frame=None)  # the split holds the rows it needs
+    data = labelled_frame(settings, task, horizon_days=horizon_days, until=until,
+                          every_days=every_days, raw=raw, on_step=on_step)
+    split = _split(data, valid_days, gap_days)
+    data = Labelled(data.task, data.frame._replace(frame=None), data.manifest,
+                    data.horizon_days, data.until, data.every_days)  # the split holds the rows
     on_step(f"fitting on {len(split.train)} rows")
-    fitted = fit(split.train, tf.features, params)
+    fitted = fit(split.train, data.frame.features, params)
     on_step(f"evaluating on {len(split.valid)} rows")
-    tag, metrics, path = _report_and_save(settings, manifest, tf, split, fitted, horizon_days,
-                                          gap, on_step)
+    tag, metrics, path = _report_and_save(settings, data, split, fitted, on_step)
     return TrainResult(tag, metrics, path, len(split.train), len(split.valid))

@@ -19,13 +19,14 @@ import xgboost as xgb  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from sklearn.metrics import precision_recall_curve, roc_curve  # noqa: E402
 
-from training.evaluate import K, Evaluation  # noqa: E402
+from training.evaluate import K, LIFT, Evaluation  # noqa: E402
 
 PLOTS = {"roc": "roc.png", "pr": "pr.png", "calibration": "calibration.png",
          "importance": "importance.png"}
 REPORT = "report.md"
 LATEST = "latest"
 TOP_FEATURES = 20
+METRICS = ("roc_auc", "pr_auc", LIFT, f"ndcg@{K}", "log_loss", "ece")
 
 
 def _save(fig: Figure, path: Path) -> None:
@@ -67,7 +68,7 @@ def plot_calibration(ev: Evaluation, path: Path) -> None:
                 label=f"{name} (ECE {m['ece']:.4f})")
     ax.plot([0, top], [0, top], color="grey", linestyle=":", linewidth=1)
     ax.set(xlabel="mean predicted probability (equal-count bins)",
-           ylabel="observed conversion rate", title="Calibration, validation")
+           ylabel="observed positive rate", title="Calibration, validation")
     ax.legend(loc="upper left", fontsize=8)
     _save(fig, path)
 
@@ -105,9 +106,9 @@ def _fmt(value: object) -> str:
 
 
 def metrics_table(ev: Evaluation) -> list[str]:
-    """Model and baselines side by side, one row per metric."""
+    """Model and baselines side by side, one row per metric the evaluation computed."""
     names = list(ev.metrics)
-    keys = ["roc_auc", "pr_auc", f"ndcg@{K}", "log_loss", "ece"]
+    keys = [k for k in METRICS if k in ev.metrics[names[0]]]
     lines = ["| metric | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
     for key in keys:
         lines.append(f"| {key} | " + " | ".join(_fmt(ev.metrics[n][key]) for n in names) + " |")
@@ -115,30 +116,34 @@ def metrics_table(ev: Evaluation) -> list[str]:
 
 
 def render(ev: Evaluation, booster: xgb.Booster, info: dict) -> str:
-    """The Markdown page. `info` carries the tag, window, data hash, sizes and fit details."""
+    """The Markdown page. `info` carries the task's title, what a positive row is and its
+    baselines, the tag, window, data hash, sizes and fit details."""
     window = info["training_window"]
+    ndcg = (f" and NDCG@{K} (mean over validation users with a positive; ties in a fixed "
+            "random order)") if f"ndcg@{K}" in next(iter(ev.metrics.values())) else ""
+    known = f"; only what was known at {info['until']} (--until)" if info.get("until") else ""
     lines = [
-        f"# Conversion model {info['tag']}",
+        f"# {info['title']} {info['tag']}",
         "",
-        f"Task: a view is positive when the same user buys the item within "
-        f"{info['horizon_days']} days. Feature service `{info['feature_service']}`, "
-        f"{len(info['features'])} features; offline data `{info['data_hash'][:12]}`.",
+        f"Task: {info['positive'].format(h=info['horizon_days'])}. Feature service "
+        f"`{info['feature_service']}`, {len(info['features'])} features; offline data "
+        f"`{info['data_hash'][:12]}`{known}.",
         "",
         f"- train: {window['train_from']} .. {window['train_until']} "
         f"({info['n_train']} rows, of which the latest {info['n_holdout']} were the "
         f"early-stopping holdout; {info['best_iteration'] + 1} trees kept)",
         f"- validation: {window['valid_from']} .. {window['valid_until']} "
         f"({info['n_valid']} rows, positive rate {ev.y.mean():.4f}); gap between them: "
-        f"{info['gap_days']} days",
+        f"{info['gap_days']:.2f} days",
+        *(f"- {note}" for note in info.get("notes", ())),
         "",
         "## Validation metrics",
         "",
         *metrics_table(ev),
         "",
-        "Baselines: `item_popularity` ranks by the item's smoothed 30-day conversion rate; "
-        "`user_activity` by the user's 30-day purchases, then 7-day views. ROC AUC, PR AUC "
-        f"(average precision) and NDCG@{K} (mean over validation users with a positive; ties "
-        "in a fixed random order) use raw scores. Log loss and ECE (10 equal-count bins) use "
+        f"Baselines: {info['baselines_text']} ROC AUC, PR AUC (average precision), "
+        f"{LIFT} (positive rate of the top-scored 10% over the overall rate; ties in a fixed "
+        f"random order){ndcg} use raw scores. Log loss and ECE (10 equal-count bins) use "
         "probabilities: the model's own, and for each baseline an isotonic map from its score "
         "to the positive rate, fitted on the training rows.",
         "",
@@ -156,16 +161,22 @@ def render(ev: Evaluation, booster: xgb.Booster, info: dict) -> str:
     return "\n".join(lines)
 
 
-def publish(staging: Path, reports_dir: Path, name: str) -> Path:
-    """Move a finished report directory to `reports_dir/name` and point `latest` at it."""
+def latest_name(task: str) -> str:
+    """The link to a task's latest report: `latest` for conversion (as before there were two
+    tasks), `latest-<task>` for the others."""
+    return LATEST if task == "conversion" else f"{LATEST}-{task}"
+
+
+def publish(staging: Path, reports_dir: Path, name: str, latest_link: str = LATEST) -> Path:
+    """Move a finished report directory to `reports_dir/name` and point `latest_link` at it."""
     target = reports_dir / name
     if target.exists():
         shutil.rmtree(target)
     os.rename(staging, target)
-    latest = reports_dir / LATEST
+    latest = reports_dir / latest_link
     if latest.is_dir() and not latest.is_symlink():  # a copy left by hand: replace it
         shutil.rmtree(latest)
-    link = reports_dir / f".{LATEST}-{name}"
+    link = reports_dir / f".{latest_link}-{name}"
     link.unlink(missing_ok=True)
     link.symlink_to(name, target_is_directory=True)
     os.replace(link, latest)

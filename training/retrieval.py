@@ -7,22 +7,47 @@ here and stored with the model, so serving asks for exactly what training saw, i
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
+import great_expectations as gx
 import pandas as pd
 from feast import FeatureStore
 from feast.errors import FeatureViewNotFoundException
 from feast.feature_view_projection import FeatureViewProjection
 
 from expectations.gate import run_gate
+from expectations.training import KEYS as SUITE_KEYS
 from expectations.training import training_suite
 
 log = logging.getLogger(__name__)
 
-ENTITY_COLUMNS = ["user_id", "item_id", "category", "event_timestamp"]
 LABEL = "label"
-SORT = ["event_timestamp", "user_id", "item_id"]
+TIME = "event_timestamp"
+
+
+@dataclass(frozen=True)
+class EntityRows:
+    """The columns of a task's entity rows: what Feast joins on (`columns`, the timestamp
+    last) and what identifies a row (`keys`)."""
+
+    columns: tuple[str, ...]
+    keys: tuple[str, ...]
+
+    @property
+    def sort(self) -> list[str]:
+        """Time first, then the other keys."""
+        return [TIME, *(k for k in self.keys if k != TIME)]
+
+
+# A view of an item: `category` is the item's, the join key of user_category_affinity.
+CONVERSION_ROWS = EntityRows(("user_id", "item_id", "category", TIME),
+                             ("user_id", "item_id", TIME))
+# A user at a snapshot time.
+PROPENSITY_ROWS = EntityRows(("user_id", TIME), ("user_id", TIME))
+ENTITY_COLUMNS = list(CONVERSION_ROWS.columns)
+SORT = CONVERSION_ROWS.sort
 
 
 class RetrievalError(RuntimeError):
@@ -71,14 +96,48 @@ def feature_columns(store: FeatureStore, service: str, frame: pd.DataFrame) -> l
     return columns
 
 
-def _check_rows(entity_df: pd.DataFrame, frame: pd.DataFrame) -> None:
+def _check_rows(entity_df: pd.DataFrame, frame: pd.DataFrame, keys: tuple[str, ...]) -> None:
     """Every entity row must come back exactly once: an offline store that drops rows whose
     entity only has later feature rows (Feast's dask store does) would bias the training set."""
     if len(frame) != len(entity_df):
         raise RetrievalError(f"asked for {len(entity_df)} entity rows, the store returned "
                              f"{len(frame)}")
-    if frame.duplicated(["user_id", "item_id", "event_timestamp"]).any():
-        raise RetrievalError("the entity frame has duplicated (user_id, item_id, event_timestamp)")
+    if frame.duplicated(list(keys)).any():
+        raise RetrievalError(f"the entity frame has duplicated ({', '.join(keys)})")
+
+
+def historical_features(
+    store: FeatureStore,
+    entity_df: pd.DataFrame,
+    service: str,
+    rows: EntityRows = CONVERSION_ROWS,
+    carry: tuple[str, ...] = (),
+) -> tuple[pd.DataFrame, list[str]]:
+    """The service's features as of each entity row's time (Feast's point-in-time join): the
+    entity columns, the `carry` columns passed through untouched, and the numeric features in
+    model order. Rows come back in the store's order, each exactly once."""
+    missing = [c for c in (*rows.columns, *carry) if c not in entity_df.columns]
+    if missing:
+        raise RetrievalError(f"entity frame lacks column(s) {missing}")
+    retrieved = store.get_historical_features(
+        entity_df=entity_df[[*rows.columns, *carry]],
+        features=store.get_feature_service(service),
+        full_feature_names=True,
+    ).to_df()
+    _check_rows(entity_df, retrieved, rows.keys)
+    features = feature_columns(store, service, retrieved)
+    return retrieved[[*rows.columns, *carry, *features]], features
+
+
+def frame_suite(features: list[str], name: str, keys: tuple[str, ...]) -> gx.ExpectationSuite:
+    """The training-frame suite for rows identified by `keys`: the conversion suite's checks,
+    less those on key columns this task's rows do not have (a user-level row has no item)."""
+    suite = training_suite(features, name=name)
+    absent = set(SUITE_KEYS) - set(keys)
+    if not absent:
+        return suite
+    kept = [e for e in suite.expectations if getattr(e, "column", None) not in absent]
+    return gx.ExpectationSuite(name=suite.name, expectations=kept)
 
 
 def training_frame(
@@ -86,22 +145,14 @@ def training_frame(
     entity_df: pd.DataFrame,
     service: str = "conversion_v1",
     docs_dir: Path | None = None,
+    rows: EntityRows = CONVERSION_ROWS,
 ) -> TrainingFrame:
     """Join the service's features onto labelled entity rows as of each row's time, keep the
-    keys, label and numeric features (sorted by time, user, item), and run the training-frame
-    gate on the result: a frame that fails it raises DataQualityError and is never fitted."""
-    missing = [c for c in (*ENTITY_COLUMNS, LABEL) if c not in entity_df.columns]
-    if missing:
-        raise RetrievalError(f"entity frame lacks column(s) {missing}")
-    retrieved = store.get_historical_features(
-        entity_df=entity_df[[*ENTITY_COLUMNS, LABEL]],
-        features=store.get_feature_service(service),
-        full_feature_names=True,
-    ).to_df()
-    _check_rows(entity_df, retrieved)
-    features = feature_columns(store, service, retrieved)
-    frame = retrieved[[*ENTITY_COLUMNS, LABEL, *features]]
-    frame = frame.sort_values(SORT, kind="stable").reset_index(drop=True)
+    keys, label and numeric features (sorted by time, then the other keys), and run the
+    training-frame gate on the result: a frame that fails it raises DataQualityError and is
+    never fitted."""
+    frame, features = historical_features(store, entity_df, service, rows, carry=(LABEL,))
+    frame = frame.sort_values(rows.sort, kind="stable").reset_index(drop=True)
     frame[LABEL] = frame[LABEL].astype("int64")
-    gate = run_gate(training_suite(features, name=f"training.{service}"), frame, docs_dir)
+    gate = run_gate(frame_suite(features, f"training.{service}", rows.keys), frame, docs_dir)
     return TrainingFrame(frame, features, gate.summary())

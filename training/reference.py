@@ -1,0 +1,24 @@
+"""Reference quantiles of a model's features: where a user stands among all users at one moment.
+
+Saved with the propensity model so that the serving side can turn one user's online features
+into percentile-based profile tags ("top 10% by 90-day spend") without scanning every user.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+QUANTILES = (0.5, 0.75, 0.9, 0.95)
+TIME = "event_timestamp"
+
+
+def reference_quantiles(frame: pd.DataFrame, features: list[str], at: pd.Timestamp,
+                        levels: tuple[float, ...] = QUANTILES) -> dict[str, dict[str, float]]:
+    """For each feature, its `levels` quantiles over the rows stamped `at` (one row per user at
+    a snapshot), keyed by the level as a string ("0.9"). Missing values are left out; a feature
+    missing for every user gets NaN quantiles (dropped when saved as metadata)."""
+    rows = frame.loc[frame[TIME] == at, features].astype("float64")
+    if rows.empty:
+        raise ValueError(f"no rows at {at.isoformat()} to take reference quantiles from")
+    table = rows.quantile(list(levels))
+    return {f: {str(level): float(table.at[level, f]) for level in levels} for f in features}

@@ -1,0 +1,99 @@
+"""What differs between Persona's two training tasks, in one place: how rows are labelled, what
+identifies a row, the default horizon, the baselines and the words of the report.
+
+The model name and feature service of each task live in `persona.models.TASKS` (serving reads
+that table too); this module adds only what training needs.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+
+import pandas as pd
+
+from persona.models import TASKS, Task
+from persona.raw import RawTables
+from training.evaluate import CONVERSION_BASELINES, PROPENSITY_BASELINES, Baseline
+from training.labels import conversion_labels, propensity_labels
+from training.retrieval import CONVERSION_ROWS, PROPENSITY_ROWS, EntityRows
+
+_HORIZON = re.compile(r"^\s*(\d+)\s*d\s*$")
+# (raw tables, horizon, until, snapshot interval, snapshot spacing) -> labelled entity rows
+Labeller = Callable[[RawTables, timedelta, pd.Timestamp | None, timedelta, timedelta],
+                    pd.DataFrame]
+
+
+@dataclass(frozen=True)
+class TrainingTask:
+    """One task as training sees it."""
+
+    task: Task
+    rows: EntityRows
+    default_horizon_days: int
+    label: Labeller
+    baselines: dict[str, Baseline]
+    per_user_ranking: bool  # several rows per user and moment: NDCG@10 means something
+    title: str
+    positive: str  # completes "a row is positive when ..."; {h} is the horizon in days
+    baselines_text: str
+
+    @property
+    def name(self) -> str:
+        return self.task.name
+
+    @property
+    def service(self) -> str:
+        return self.task.feature_service
+
+
+def _conversion(raw: RawTables, horizon: timedelta, until: pd.Timestamp | None,
+                interval: timedelta, every: timedelta) -> pd.DataFrame:
+    return conversion_labels(raw.events, raw.items, horizon, until)
+
+
+def _propensity(raw: RawTables, horizon: timedelta, until: pd.Timestamp | None,
+                interval: timedelta, every: timedelta) -> pd.DataFrame:
+    return propensity_labels(raw.events, horizon, until, interval, every)
+
+
+TRAINING_TASKS: dict[str, TrainingTask] = {
+    "conversion": TrainingTask(
+        task=TASKS["conversion"], rows=CONVERSION_ROWS, default_horizon_days=7,
+        label=_conversion, baselines=CONVERSION_BASELINES, per_user_ranking=True,
+        title="Conversion model",
+        positive="a view is positive when the same user buys the item within {h} days",
+        baselines_text="`item_popularity` ranks by the item's smoothed 30-day conversion rate; "
+                       "`user_activity` by the user's 30-day purchases, then 7-day views.",
+    ),
+    "propensity": TrainingTask(
+        task=TASKS["propensity"], rows=PROPENSITY_ROWS, default_horizon_days=30,
+        label=_propensity, baselines=PROPENSITY_BASELINES, per_user_ranking=False,
+        title="Purchase-propensity model",
+        positive="a user seen at or before a snapshot time T is positive when they buy "
+                 "anything in (T, T + {h} days]",
+        baselines_text="`rfm` is the mean of three percentile ranks per snapshot: recency (days "
+                       "since the last purchase; users who never bought after every buyer, by "
+                       "days since their last event), frequency (purchases in 90 days) and "
+                       "monetary value (spend in 90 days); `recency` ranks by days since the "
+                       "last event of any kind.",
+    ),
+}
+
+
+def training_task(name: str) -> TrainingTask:
+    """The task called `name`, or a ValueError that lists the known ones."""
+    try:
+        return TRAINING_TASKS[name]
+    except KeyError:
+        raise ValueError(f"unknown task {name!r}; choose one of {sorted(TRAINING_TASKS)}") from None
+
+
+def parse_horizon(text: str) -> int:
+    """'30d' -> 30: a label horizon in whole days."""
+    match = _HORIZON.match(text)
+    if not match or int(match.group(1)) < 1:
+        raise ValueError(f"horizon {text!r}: expected a number of days like '30d' or '7d'")
+    return int(match.group(1))
