@@ -113,15 +113,28 @@ def materialize(
     console.print(json.dumps(counts))
 
 
+TaskOpt = Annotated[str, typer.Option("--task", help="conversion (view -> purchase of the item) or propensity (user buys anything).")]
+
+
 @app.command()
-def train(home: HomeOpt = None) -> None:
-    """Train the conversion model on point-in-time features and save it to the BentoML store."""
+def train(
+    home: HomeOpt = None,
+    task: TaskOpt = "conversion",
+    horizon: Annotated[str | None, typer.Option(help="Label horizon, e.g. 30d (default 7d for conversion, 30d for propensity).")] = None,
+    until: Annotated[str | None, typer.Option(help="Use only what was known at DATE (YYYY-MM-DD = end of that day UTC, or ISO-8601).")] = None,
+) -> None:
+    """Train a model on point-in-time features and save it to the BentoML store."""
     from expectations.gate import DataQualityError
+    from persona.dates import parse_as_of
     from training.pipeline import train as run
+    from training.tasks import parse_horizon
 
     try:
-        with steps("train") as on_step:
-            result = run(_settings(home), on_step=on_step)
+        horizon_days = parse_horizon(horizon) if horizon else None
+        cut = parse_as_of(until) if until else None
+        with steps(f"train {task}") as on_step:
+            result = run(_settings(home), task=task, horizon_days=horizon_days, until=cut,
+                         on_step=on_step)
     except (DataQualityError, ValueError) as exc:
         _fail(exc)
     console.print(f"model {result.tag}; report {result.report_path}")

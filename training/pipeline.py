@@ -4,6 +4,7 @@ lives in its own module and what differs between tasks in `training.tasks`."""
 
 from __future__ import annotations
 
+import logging
 import shutil
 import uuid
 from collections.abc import Callable
@@ -25,6 +26,8 @@ from training.reference import reference_quantiles
 from training.retrieval import TrainingFrame, training_frame
 from training.split import TimeSplit, time_split
 from training.tasks import TrainingTask, training_task
+
+log = logging.getLogger(__name__)
 
 SERVICE = "conversion_v1"  # the default task's feature service
 TASK = "conversion"
@@ -67,11 +70,16 @@ def _raw(manifest: dict, raw: RawTables | None) -> RawTables:
 
 
 def _labels_until(manifest: dict, until: pd.Timestamp | None) -> pd.Timestamp | None:
-    """Label only what the offline features cover: at most the ingested events' end."""
+    """Label only what the offline features cover: at most the ingested events' end. A log
+    that ends before `until` is observed only up to its last event: a quiet week after it
+    may be a week that was never exported."""
     ingested = manifest.get("events_until")
     if ingested is None:
         return until
     ingested = pd.Timestamp(ingested)
+    if until is not None and pd.Timestamp(until) > ingested:
+        log.warning("--until %s is after the ingested log's last event (%s): labels end there",
+                    pd.Timestamp(until).isoformat(), ingested.isoformat())
     return ingested if until is None else min(pd.Timestamp(until), ingested)
 
 
