@@ -142,6 +142,31 @@ def train(
 
 
 @app.command()
+def score(
+    task: Annotated[str, typer.Option("--task", help="propensity (users) or conversion (user-item pairs).")],
+    out: Annotated[Path, typer.Option(help="Parquet file to write the scores to.")],
+    as_of: Annotated[str | None, typer.Option("--as-of", help="Score with the features known at DATE (YYYY-MM-DD = end of that day UTC, or ISO-8601); optional when the candidates carry event_timestamp.")] = None,
+    candidates: Annotated[Path | None, typer.Option(help="Parquet or CSV of user_id[, item_id][, event_timestamp] to score (required for conversion).")] = None,
+    model: Annotated[str | None, typer.Option(help="Model tag to use (default: the task's latest).")] = None,
+    home: HomeOpt = None,
+) -> None:
+    """Batch-score users (propensity) or user-item pairs (conversion) with reasons, to Parquet."""
+    from persona.dates import parse_as_of
+    from persona.progress import bar
+    from training.model_store import ModelNotFoundError
+    from training.score import score as run
+
+    try:
+        when = parse_as_of(as_of) if as_of else None
+        with bar(f"score {task}") as on_progress:
+            result = run(_settings(home), task, out, as_of=when, candidates=candidates,
+                         model_tag=model, on_progress=on_progress)
+    except (ValueError, ModelNotFoundError) as exc:
+        _fail(exc)
+    console.print(f"{result.rows} scores by {result.model_tag} -> {result.path}")
+
+
+@app.command()
 def serve(
     home: HomeOpt = None,
     online: OnlineOpt = None,

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 console = Console(stderr=True)
 
@@ -23,3 +31,18 @@ def steps(title: str) -> Iterator:
 
         yield on_step
         progress.update(task, description=f"{title}: done")
+
+
+@contextmanager
+def bar(title: str) -> Iterator[Callable[[int, int | None], None]]:
+    """Yield an `on_progress(done, total)` callback that draws a bar of rows done out of total
+    (a pulsing bar while the total is unknown), with elapsed and remaining time."""
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), TimeRemainingColumn(), console=console,
+                  transient=False) as progress:
+        task = progress.add_task(title, total=None)
+
+        def on_progress(done: int, total: int | None) -> None:
+            progress.update(task, completed=done, total=total)
+
+        yield on_progress
