@@ -34,9 +34,8 @@ def _observed_views(events: pd.DataFrame, horizon: timedelta, until: pd.Timestam
     """Distinct views whose horizon ends no later than `until`, sorted by time for merge_asof."""
     views = events.loc[events["event_type"] == "view", KEYS]
     if views.empty:
-        raise LabelError("the conversion task needs view events, and the event log has none "
-                         f"up to {until.isoformat()} (a purchase-only log can train "
-                         "--task propensity)")
+        # One short line: the CLI prints it as the whole error.
+        raise LabelError("conversion needs view events; the log has none (try --task propensity)")
     views = views.drop_duplicates()
     views = views[views["event_timestamp"] + horizon <= until]
     if views.empty:
@@ -83,7 +82,7 @@ def conversion_labels(
     if horizon <= timedelta(0):
         raise ValueError(f"horizon must be positive, got {horizon}")
     if events.empty:
-        raise LabelError("the conversion task needs view events, and the event log is empty")
+        raise LabelError("conversion needs view events; the log is empty")
     until = _utc(until) if until is not None else events["event_timestamp"].max()
     events = events[events["event_timestamp"] <= until]
     views = _observed_views(events, horizon, until)
