@@ -1,0 +1,210 @@
+"""The bulk Redis writer (persona/fast_redis.py) behind `persona materialize`: the same bytes as
+Feast's own writer, read back by Feast's get_online_features, Feast's timestamp rule, and the
+materialization intervals Feast records."""
+
+from __future__ import annotations
+
+import math
+import shutil
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+import redis
+from feast.infra.key_encoding_utils import serialize_entity_key
+from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+from feast.protos.feast.types.Value_pb2 import Value
+from feast.type_map import python_values_to_proto_values
+from feast.value_type import ValueType
+from google.protobuf.timestamp_pb2 import Timestamp
+from redis_server import redis_url  # noqa: F401 (fixture)
+
+from persona import fast_redis, offline
+from persona.materialize import materialize, rows_to_load
+from persona.raw import RawTables
+from persona.registry import apply_definitions
+from persona.settings import Settings
+from persona.snapshots import compute_features
+from persona.store import feature_store
+
+pytestmark = [pytest.mark.integration, pytest.mark.redis]
+
+# --- serialisation against Feast's own conversion (no Redis) ------------------------------------
+
+VALUES = {
+    "double": (pa.array([1.5, None, math.nan, 0.0, -0.0, math.inf, -1e300, 5e-324]),
+               ValueType.DOUBLE),
+    "int64": (pa.array([0, 1, -1, 127, 128, 300, 16_384, 2**62, 2**63 - 1, -(2**63)], pa.int64()),
+              ValueType.INT64),
+    "int32": (pa.array([0, -7, 2**31 - 1], pa.int32()), ValueType.INT64),
+    "int64 with nulls": (pa.array([3, None, 2**40], pa.int64()), ValueType.INT64),
+    "string": (pa.array(["", "books", None, "é", "x" * 200, "y" * 20_000]), ValueType.STRING),
+    "bool (Feast's path)": (pa.array([True, False, None]), ValueType.BOOL),
+}
+
+
+@pytest.mark.parametrize("case", list(VALUES))
+def test_value_bytes_equal_feasts(case: str) -> None:
+    array, value_type = VALUES[case]
+    expected = [p.SerializeToString() for p in python_values_to_proto_values(
+        array.to_numpy(zero_copy_only=False), value_type)]
+    assert fast_redis.value_protos(array, value_type).to_pylist() == expected
+
+
+def test_entity_keys_equal_feasts() -> None:
+    users, categories = ["U0000042", "é" * 300, ""], ["books", "", "z"]
+    table = pa.table({"user_id": users, "category": categories})
+    strings = {"user_id": ValueType.STRING, "category": ValueType.STRING}
+    both = fast_redis.entity_keys(table, strings, b"persona").to_pylist()
+    assert both == [_feast_key(["user_id", "category"], [Value(string_val=u), Value(string_val=c)],
+                               b"persona") for u, c in zip(users, categories)]
+    numbers = pa.table({"n": pa.array([1, -5, 2**40], pa.int64())})
+    assert fast_redis.entity_keys(numbers, {"n": ValueType.INT64}, b"p").to_pylist() == [
+        _feast_key(["n"], [Value(int64_val=v)], b"p") for v in (1, -5, 2**40)]
+
+
+def _feast_key(names: list[str], values: list[Value], project: bytes) -> bytes:
+    return serialize_entity_key(EntityKey(join_keys=names, entity_values=values), 3) + project
+
+
+def test_timestamp_bytes_equal_feasts() -> None:
+    stamps = [datetime(2026, 9, 30, tzinfo=UTC),
+              datetime(2026, 9, 30, 1, 2, 3, 456_789, tzinfo=UTC),
+              datetime(1960, 1, 1, 0, 0, 0, 5, tzinfo=UTC),
+              datetime(1970, 1, 1, tzinfo=UTC)]
+    array = pa.array(stamps, pa.timestamp("us", tz="UTC"))
+    expected = []
+    for stamp in stamps:
+        proto = Timestamp()
+        proto.FromDatetime(stamp)
+        expected.append(proto.SerializeToString())
+    assert fast_redis.timestamp_protos(fast_redis.timestamp_nanos(array)).to_pylist() == expected
+
+
+# --- against a real Redis and Feast's own writer ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Loaded:
+    bulk: Settings  # materialized by the bulk writer, still in Redis
+    feast: Settings  # the same offline store, materialized by Feast's writer (then removed)
+    feast_hashes: dict[bytes, dict[bytes, bytes]]
+    bulk_hashes: dict[bytes, dict[bytes, bytes]]
+    counts: dict[str, int]
+
+
+def _hashes(url: str) -> dict[bytes, dict[bytes, bytes]]:
+    client = redis.Redis.from_url(url)
+    return {key: client.hgetall(key) for key in client.scan_iter(match=b"*persona", count=1000)}
+
+
+@pytest.fixture(scope="module")
+def loaded(tmp_path_factory: pytest.TempPathFactory, small_shop,
+           redis_url: str) -> Loaded:  # noqa: F811
+    root = tmp_path_factory.mktemp("materialize-redis")
+    base = Settings(home=root / "bulk", reports_dir=root / "reports", online_url=redis_url)
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("PERSONA_HOME", str(base.home))
+        raw = RawTables(small_shop.events, small_shop.users, small_shop.items, {})
+        features = compute_features(raw, base.snapshot_interval)
+        offline.publish(base.offline_root, features, {"source": "tests/test_materialize_redis.py"})
+        apply_definitions(base)
+    shutil.copytree(base.home, root / "feast", symlinks=True)
+    other = Settings(home=root / "feast", reports_dir=root / "reports", online_url=redis_url)
+    materialize(other, bulk=False)
+    feast_hashes = _hashes(redis_url)
+    redis.Redis.from_url(redis_url).delete(*feast_hashes)
+    counts = materialize(base)
+    return Loaded(base, other, feast_hashes, _hashes(redis_url), counts)
+
+
+def test_bulk_writer_writes_feasts_bytes(loaded: Loaded) -> None:
+    assert len(loaded.feast_hashes) > 1000
+    assert loaded.bulk_hashes.keys() == loaded.feast_hashes.keys()
+    differing = [k for k in loaded.feast_hashes if loaded.bulk_hashes[k] != loaded.feast_hashes[k]]
+    assert not differing, (len(differing), loaded.feast_hashes[differing[0]],
+                           loaded.bulk_hashes[differing[0]])
+
+
+def _equal(expected: pd.Series, got: pd.Series) -> pd.Series:
+    return (expected.isna() & got.isna()) | (expected.astype(object) == got.astype(object))
+
+
+@pytest.mark.parametrize("view", ["user_profile", "user_activity", "item_catalog",
+                                  "item_popularity", "user_category_affinity"])
+def test_feast_reads_back_the_latest_offline_rows(loaded: Loaded, view: str) -> None:
+    store = feature_store(loaded.bulk)
+    fv = store.get_feature_view(view)
+    start, end = fv.materialization_intervals[0]
+    latest = rows_to_load(loaded.bulk, fv, start, end).to_pandas()
+    assert len(latest) == loaded.counts[view] > 0
+    keys = [c.name for c in fv.entity_columns]
+    names = [f.name for f in fv.features]
+    online = store.get_online_features(
+        features=[f"{view}:{name}" for name in names],
+        entity_rows=latest[keys].to_dict("records"),
+    ).to_df()
+    assert len(online) == len(latest)
+    for name in names:
+        same = _equal(latest[name].reset_index(drop=True), online[name].reset_index(drop=True))
+        assert same.all(), f"{view}:{name}: {int((~same).sum())} of {len(latest)} entities differ"
+
+
+def test_intervals_are_recorded_like_feasts_and_carry_on(loaded: Loaded) -> None:
+    bulk, feast = feature_store(loaded.bulk), feature_store(loaded.feast)
+    for fv in bulk.list_feature_views():
+        expected = feast.get_feature_view(fv.name).materialization_intervals
+        assert fv.materialization_intervals == expected
+    assert materialize(loaded.bulk) == dict.fromkeys(loaded.counts, 0)  # nothing new
+    end = bulk.get_feature_view("user_activity").most_recent_end_time
+    bulk.materialize_incremental(end_date=end + timedelta(days=1), feature_views=["user_activity"])
+    fv = feature_store(loaded.bulk).get_feature_view("user_activity")
+    # Feast resumed where Persona stopped
+    assert fv.materialization_intervals[-1] == (end, end + timedelta(days=1))
+
+
+def test_older_rows_do_not_overwrite_newer(loaded: Loaded) -> None:
+    store = feature_store(loaded.bulk)
+    fv = store.get_feature_view("item_catalog")
+    when = datetime(2026, 9, 1, tzinfo=UTC)
+
+    def write(stamp: datetime, price: float) -> int:
+        table = pa.table({"item_id": ["I_TEST_1"], "category": ["books"], "brand": ["b"],
+                          "list_price": [price],
+                          "event_timestamp": pa.array([stamp], pa.timestamp("us", tz="UTC"))})
+        return fast_redis.write_view(store.config, fv, table)
+
+    def price() -> float:
+        online = store.get_online_features(features=["item_catalog:list_price"],
+                                           entity_rows=[{"item_id": "I_TEST_1"}])
+        return online.to_dict()["list_price"][0]
+
+    assert write(when, 10.0) == 1 and price() == 10.0
+    assert write(when - timedelta(days=1), 5.0) == 0 and price() == 10.0  # older: kept out
+    assert write(when, 7.0) == 0 and price() == 10.0  # same instant: kept out, as Feast does
+    assert write(when + timedelta(seconds=1), 12.5) == 1 and price() == 12.5
+
+
+def test_batches_and_key_expiry(loaded: Loaded) -> None:
+    """Many small batches give the same bytes; key_ttl_seconds adds Feast's EXPIRE."""
+    store = feature_store(loaded.bulk)
+    fv = store.get_feature_view("item_catalog")
+    rows = 250
+    table = pa.table({"item_id": [f"I_BATCH_{i}" for i in range(rows)],
+                      "category": ["books"] * rows, "brand": ["b"] * rows,
+                      "list_price": np.arange(rows, dtype=float),
+                      "event_timestamp": pa.array([datetime(2026, 9, 1, tzinfo=UTC)] * rows,
+                                                  pa.timestamp("us", tz="UTC"))})
+    config = store.config.model_copy(deep=True)
+    config.online_store.key_ttl_seconds = 3600
+    assert fast_redis.write_view(config, fv, table, batch_rows=7) == rows
+    client = redis.Redis.from_url(loaded.bulk.online_url)
+    keys = fast_redis.entity_keys(table, {"item_id": ValueType.STRING}, b"persona").to_pylist()
+    assert all(0 < client.ttl(key) <= 3600 for key in keys)
+    entity_rows = [{"item_id": f"I_BATCH_{i}"} for i in range(rows)]
+    online = store.get_online_features(features=["item_catalog:list_price"],
+                                       entity_rows=entity_rows)
+    assert online.to_dict()["list_price"] == list(np.arange(rows, dtype=float))
