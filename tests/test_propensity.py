@@ -261,7 +261,8 @@ def test_saved_with_the_conversion_metadata_keys_plus_horizon_and_quantiles(
     for feature, levels in quantiles.items():
         values = [levels[str(q)] for q in QUANTILES]
         assert values == sorted(values), feature
-    assert quantiles["user_activity__views_90d"]["0.95"] > quantiles["user_activity__views_90d"]["0.5"]
+    views = quantiles["user_activity__views_90d"]
+    assert views["0.95"] > views["0.5"]
     assert get_model(None, "propensity").tag == trained.tag
 
 
