@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
+import pandas as pd
 import typer
 
 from persona.progress import console, steps
@@ -164,6 +165,41 @@ def score(
     except (ValueError, ModelNotFoundError) as exc:
         _fail(exc)
     console.print(f"{result.rows} scores by {result.model_tag} -> {result.path}")
+
+
+@app.command()
+def segments(
+    as_of: Annotated[str, typer.Option("--as-of", help="DATE (YYYY-MM-DD = end of that day UTC, or ISO-8601).")],
+    out: Annotated[Path | None, typer.Option(help="Parquet file for the per-user tags and segments (default <home>/segments-<DATE>.parquet).")] = None,
+    tags: Annotated[Path | None, typer.Option(help="Tag file (default feature_repo/profile_tags.yaml).")] = None,
+    home: HomeOpt = None,
+) -> None:
+    """Tag and segment every active user as of DATE; print segment sizes, write a per-user file."""
+    from rich.table import Table
+
+    from persona.dates import parse_as_of
+    from persona.segments import segment_sizes, segment_users
+    from persona.tags import TAGS_FILE, TagBook, TagFileError
+
+    settings = _settings(home)
+    try:
+        when = parse_as_of(as_of)
+        book = TagBook.load(tags or TAGS_FILE)
+        with steps("segments") as on_step:
+            on_step("features, scores and rules")
+            segmented = segment_users(settings, when, book)
+    except (ValueError, TagFileError) as exc:
+        _fail(exc)
+    out = out or settings.home / f"segments-{when.strftime('%Y%m%dT%H%M%S')}.parquet"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    segmented.to_parquet(out, index=False)
+    table = Table(title=f"Segments as of {when.isoformat()}")
+    for column in ("segment", "users", "mean propensity"):
+        table.add_column(column, justify="left" if column == "segment" else "right")
+    for name, row in segment_sizes(segmented, book).iterrows():
+        table.add_row(name, str(int(row["users"])), "" if pd.isna(row["mean_propensity"]) else f"{row['mean_propensity']:.3f}")
+    console.print(table)
+    console.print(f"{len(segmented)} users -> {out}")
 
 
 @app.command()
