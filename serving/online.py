@@ -26,7 +26,7 @@ CATEGORY_KEY = "category"
 CATALOG_VIEW = "item_catalog"
 # A row was found (PRESENT) or found with a null value (NULL_VALUE); see found_rows for Redis.
 _FOUND = (FieldStatus.PRESENT, FieldStatus.NULL_VALUE)
-_NUMERIC_KINDS = {"Int32", "Int64", "Float32", "Float64", "Bool"}
+NUMERIC_KINDS = {"Int32", "Int64", "Float32", "Float64", "Bool"}
 
 
 @dataclass(frozen=True)
@@ -50,11 +50,11 @@ class OnlineFeatureReader:
         self._store = store
         self._service: FeatureService = store.get_feature_service(feature_service)
         self.columns = list(columns)
-        kinds = self._service_columns()
+        kinds = service_columns(self._service)
         unknown = [c for c in self.columns if c not in kinds]
         if unknown:
             raise ValueError(f"feature service {feature_service!r} does not return {unknown}")
-        not_numeric = [c for c in self.columns if kinds[c] not in _NUMERIC_KINDS]
+        not_numeric = [c for c in self.columns if kinds[c] not in NUMERIC_KINDS]
         if not_numeric:
             raise ValueError(f"model columns must be numeric, got {not_numeric}")
         self._user_columns = self._columns_keyed_by({USER_KEY})
@@ -87,7 +87,7 @@ class OnlineFeatureReader:
         position = {name: i for i, name in enumerate(response.metadata.feature_names.val)}
         matrix = np.empty((len(item_ids), len(self.columns)), dtype=np.float64)
         for j, column in enumerate(self.columns):
-            matrix[:, j] = _floats(response.results[position[column]].values)
+            matrix[:, j] = floats(response.results[position[column]].values)
         user_found = np.zeros(len(item_ids), dtype=bool)
         for column in self._user_columns:
             user_found |= found_rows(response.results[position[column]])
@@ -110,14 +110,6 @@ class OnlineFeatureReader:
                   for v in result.values]
         return {item: value for item, value, ok in zip(unique, values, found) if ok}
 
-    def _service_columns(self) -> dict[str, str]:
-        """Full feature name -> Feast dtype name, for every column the service returns."""
-        return {
-            f"{projection.name_to_use()}__{field.name}": str(field.dtype)
-            for projection in self._service.feature_view_projections
-            for field in projection.features
-        }
-
     def _columns_keyed_by(self, join_keys: set[str]) -> list[str]:
         """One column of each of the service's (non on-demand) views whose entity key is exactly
         `join_keys`: a view's columns share its row, so one tells whether the row is there. For
@@ -131,7 +123,16 @@ class OnlineFeatureReader:
         return columns
 
 
-def _floats(values) -> np.ndarray:
+def service_columns(service: FeatureService) -> dict[str, str]:
+    """Full feature name -> Feast dtype name, for every column a feature service returns."""
+    return {
+        f"{projection.name_to_use()}__{field.name}": str(field.dtype)
+        for projection in service.feature_view_projections
+        for field in projection.features
+    }
+
+
+def floats(values) -> np.ndarray:
     """Feast Value protos -> float64, NaN for null; read field by field, which skips the
     per-value Python type conversion of OnlineResponse.to_dict."""
     out = np.full(len(values), np.nan)

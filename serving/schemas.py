@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 MAX_RANK_ITEMS = 500
 MAX_PREDICT_PAIRS = 1000
+REASONS_PER_SCORE = 3
 
 Id = Annotated[str, StringConstraints(min_length=1, max_length=256)]
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -21,6 +22,24 @@ class _Strict(BaseModel):
     """Unknown fields are refused, so a misspelt field name is an error instead of a default."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+class Reason(_Strict):
+    feature: str = Field(
+        description="A model input, by its Feast full feature name (view__feature).")
+    value: float | None = Field(
+        description="The input's value for this score; null when it was missing.")
+    contribution: float = Field(
+        description="The input's signed contribution (SHAP value) to the score's margin, in "
+                    "log-odds: positive raises the probability, negative lowers it. All inputs' "
+                    "contributions plus the model's bias sum to the margin."
+    )
+
+
+Reasons = Annotated[list[Reason], Field(
+    description=f"The {REASONS_PER_SCORE} inputs that moved this score most (largest absolute "
+                "contribution first).",
+)]
 
 
 class RankRequest(_Strict):
@@ -43,6 +62,7 @@ class RankedItem(_Strict):
         description="True when the online store has no catalogue row for the item; it was "
                     "scored with its item features missing."
     )
+    reasons: Reasons
 
 
 class RankResponse(_Strict):
@@ -79,9 +99,11 @@ class Prediction(_Strict):
         description="True when the online store has no behaviour row for the user.")
     cold_item: bool = Field(
         description="True when the online store has no catalogue row for the item.")
+    reasons: Reasons
 
 
 class PredictResponse(_Strict):
     model_tag: str = Field(description="BentoML tag of the model that produced the probabilities.")
     predictions: list[Prediction] = Field(
         description="One prediction per requested pair, in order.")
+

@@ -1,5 +1,9 @@
-"""Scoring requests: online features -> booster -> response models. No BentoML here, so the same
-code runs in the service and in plain tests."""
+"""Scoring requests: online features -> booster -> response models, each score with its reasons.
+No BentoML here, so the same code runs in the service and in plain tests.
+
+Reasons come from `training.explain` (XGBoost's per-row contributions), computed once per request
+for the whole matrix, so a reason reads the same in the batch scores and over HTTP.
+"""
 
 from __future__ import annotations
 
@@ -10,16 +14,35 @@ import numpy as np
 
 from serving.online import OnlineFeatureReader
 from serving.schemas import (
+    REASONS_PER_SCORE,
     PredictRequest,
     PredictResponse,
     Prediction,
     RankedItem,
     RankRequest,
     RankResponse,
+    Reason,
 )
+from training.explain import contributions, top_reasons
 
-if TYPE_CHECKING:  # xgboost is imported by the service, after it sets OpenMP's wait policy
+if TYPE_CHECKING:
     import xgboost as xgb
+
+
+def probabilities(booster: xgb.Booster, matrix: np.ndarray) -> np.ndarray:
+    """P(positive) per row; `inplace_predict` skips building a DMatrix."""
+    if len(matrix) == 0:
+        return np.empty(0)
+    return np.asarray(booster.inplace_predict(matrix, missing=np.nan), dtype=np.float64)
+
+
+def reasons(booster: xgb.Booster, columns: list[str], matrix: np.ndarray) -> list[list[Reason]]:
+    """The top contributing inputs of every row, from one contributions call for the matrix."""
+    if len(matrix) == 0:
+        return []
+    top = top_reasons(columns, matrix, contributions(booster, matrix), REASONS_PER_SCORE)
+    return [[Reason(feature=r.feature, value=r.value, contribution=r.contribution) for r in row]
+            for row in top]
 
 
 @dataclass(frozen=True)
@@ -31,19 +54,21 @@ class Scorer:
     model_tag: str
 
     def probabilities(self, matrix: np.ndarray) -> np.ndarray:
-        """P(conversion) per row; `inplace_predict` skips building a DMatrix."""
-        if len(matrix) == 0:
-            return np.empty(0)
-        return np.asarray(self.booster.inplace_predict(matrix, missing=np.nan), dtype=np.float64)
+        """P(conversion) per row."""
+        return probabilities(self.booster, matrix)
+
+    def reasons(self, matrix: np.ndarray) -> list[list[Reason]]:
+        return reasons(self.booster, self.reader.columns, matrix)
 
     def rank(self, request: RankRequest) -> RankResponse:
         item_ids = list(dict.fromkeys(request.item_ids))  # dedupe, first occurrence kept
         rows = self.reader.for_user(request.user_id, item_ids)
         scores = self.probabilities(rows.matrix)
+        why = self.reasons(rows.matrix)
         order = np.argsort(-scores, kind="stable")  # ties keep the request's order
         items = [
             RankedItem(item_id=item_ids[i], score=float(scores[i]),
-                       cold_item=bool(rows.cold_item[i]))
+                       cold_item=bool(rows.cold_item[i]), reasons=why[i])
             for i in order
         ]
         cold_user = bool(rows.cold_user[0]) if len(rows.cold_user) else True
@@ -55,9 +80,11 @@ class Scorer:
         items = [p.item_id for p in request.pairs]
         rows = self.reader.rows(users, items)
         scores = self.probabilities(rows.matrix)
+        why = self.reasons(rows.matrix)
         predictions = [
             Prediction(user_id=u, item_id=i, probability=float(p),
-                       cold_user=bool(cu), cold_item=bool(ci))
-            for u, i, p, cu, ci in zip(users, items, scores, rows.cold_user, rows.cold_item)
+                       cold_user=bool(cu), cold_item=bool(ci), reasons=r)
+            for u, i, p, cu, ci, r in zip(users, items, scores, rows.cold_user, rows.cold_item,
+                                          why)
         ]
         return PredictResponse(model_tag=self.model_tag, predictions=predictions)

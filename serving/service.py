@@ -24,14 +24,16 @@ _UNREACHABLE = (ConnectionError, TimeoutError, redis.exceptions.ConnectionError,
                 redis.exceptions.TimeoutError)
 
 
-def load_booster(stored: bentoml.Model):
-    """The booster of a stored model, set up for low-latency single-threaded prediction.
-
-    With OpenMP's default (active) wait policy on a small machine, predictions were seen 40x
-    slower; one thread per prediction and a passive wait policy avoid it. The policy is read when
-    OpenMP loads, which is when xgboost is first imported, so it is set just before.
-    """
+def passive_openmp() -> None:
+    """OpenMP's wait policy is read when OpenMP loads, which is when xgboost is first imported:
+    with the default (active) policy on a small machine, predictions were seen 40x slower."""
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def load_booster(stored: bentoml.Model):
+    """The booster of a stored model, set up for low-latency single-threaded prediction (one
+    thread per prediction and a passive OpenMP wait policy, set before xgboost is imported)."""
+    passive_openmp()
     import bentoml.xgboost  # noqa: PLC0415  (imports xgboost)
 
     booster = bentoml.xgboost.load_model(stored)
@@ -53,6 +55,7 @@ class PersonaService:
     model = bentoml.models.BentoModel(resolve_model_tag())
 
     def __init__(self) -> None:
+        passive_openmp()  # before anything below imports xgboost
         # Imported here, in the worker: `bentoml serve` also imports this module in its
         # supervising process, which needs the API definitions but not Feast (seconds to import).
         from persona.settings import Settings
@@ -67,7 +70,9 @@ class PersonaService:
         store = feature_store(Settings.from_env())
         reader = OnlineFeatureReader(store, metadata["feature_service"], metadata["features"])
         self.scorer = Scorer(booster, reader, str(stored.tag))
-        self.scorer.probabilities(reader.for_user("warm-up", ["warm-up"]).matrix)
+        rows = reader.for_user("warm-up", ["warm-up"])
+        self.scorer.probabilities(rows.matrix)
+        self.scorer.reasons(rows.matrix)
         logger.info("serving %s with feature service %s", stored.tag, metadata["feature_service"])
 
     def _stored_model(self) -> bentoml.Model:

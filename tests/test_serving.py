@@ -1,10 +1,12 @@
 """The Persona service for real: a small populated feature store, a real XGBoost model in a
 temporary BentoML model store, the BentoML server on a free loopback port called over HTTP, on
-SQLite and on Redis; and parity of the online model matrix with point-in-time training features.
+SQLite and on Redis; parity of the online model matrix with point-in-time training features; and
+every score's reasons checked against XGBoost's contributions on the same matrix in-process.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,6 +18,7 @@ import pandas as pd
 import pytest
 import xgboost as xgb
 from bentoml._internal.configuration.containers import BentoMLContainer
+from bentoml._internal.models import Model
 from bentoml._internal.models import ModelStore
 from redis_server import redis_url  # noqa: F401  (fixture)
 
@@ -29,6 +32,7 @@ from persona.snapshots import compute_features
 from persona.store import feature_store
 from serving.online import OnlineFeatureReader
 from serving.run import ServerHandle, start_server
+from training.explain import contributions
 from training.labels import conversion_labels
 from training.model_store import save_model
 from training.retrieval import feature_columns
@@ -60,6 +64,46 @@ class World:
     @property
     def items(self) -> list[str]:
         return sorted(self.shop.items["item_id"])
+
+    def store_for(self, kind: str, request: pytest.FixtureRequest):
+        """The feature store a server of `kind` ("sqlite" or "redis") reads."""
+        if kind == "sqlite":
+            return feature_store(self.settings)
+        return feature_store(request.getfixturevalue("redis_settings"))
+
+
+def stored_booster(tag: str) -> xgb.Booster:
+    """A model of the module's BentoML home (BENTOML_HOME, set by `world`), loaded in-process."""
+    store = ModelStore(Path(os.environ["BENTOML_HOME"]) / "models")
+    model: Model = store.get(tag)
+    import bentoml.xgboost  # noqa: PLC0415
+
+    return bentoml.xgboost.load_model(model)
+
+
+def check_reasons(served: list[list[dict]], probabilities: list[float], booster: xgb.Booster,
+                  features: list[str], matrix: np.ndarray) -> None:
+    """Served reasons are the 3 largest of XGBoost's contributions on the same matrix computed
+    in-process, which sum with the bias to the booster's margin, whose sigmoid is the served
+    probability; each names its feature and that feature's value (null when missing)."""
+    contribs = contributions(booster, matrix)
+    margin = booster.predict(xgb.DMatrix(matrix, feature_names=features, missing=np.nan),
+                             output_margin=True)
+    np.testing.assert_allclose(contribs.sum(axis=1), margin, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(probabilities, 1 / (1 + np.exp(-margin)), rtol=1e-5, atol=1e-6)
+    assert len(served) == len(matrix)
+    for row, reasons in enumerate(served):
+        assert len(reasons) == 3
+        largest = np.sort(np.abs(contribs[row, :-1]))[::-1][:3]
+        np.testing.assert_allclose([abs(r["contribution"]) for r in reasons], largest,
+                                   rtol=1e-5, atol=1e-7)
+        for reason in reasons:
+            j = features.index(reason["feature"])
+            assert reason["contribution"] == pytest.approx(contribs[row, j], rel=1e-5, abs=1e-7)
+            if np.isnan(matrix[row, j]):
+                assert reason["value"] is None
+            else:
+                assert reason["value"] == pytest.approx(matrix[row, j])
 
 
 @pytest.fixture(scope="module")
@@ -193,6 +237,27 @@ def test_predict_answers_each_pair_in_order_and_agrees_with_rank(
     probabilities = [p["probability"] for p in body["predictions"]]
     ranked = _rank(client, user, [world.items[2]])["items"][0]["score"]
     assert probabilities[0] == probabilities[3] == pytest.approx(ranked, abs=1e-7)
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+def test_every_score_carries_its_reasons(kind: str, world: World,
+                                         request: pytest.FixtureRequest) -> None:
+    handle: ServerHandle = request.getfixturevalue(f"{kind}_server")
+    booster = stored_booster(world.model_tag)
+    reader = OnlineFeatureReader(world.store_for(kind, request), SERVICE, world.features)
+    user, items = world.warm_users[2], [*world.items[:30], "no-such-item"]
+    with httpx.Client(base_url=handle.url, timeout=30, trust_env=False) as http:
+        ranked = {i["item_id"]: i for i in _rank(http, user, items)["items"]}
+        pairs = [(user, world.items[0]), ("no-such-user", world.items[1])]
+        reply = http.post("/predict",
+                          json={"pairs": [{"user_id": u, "item_id": i} for u, i in pairs]})
+    assert reply.status_code == 200, reply.text
+    check_reasons([ranked[i]["reasons"] for i in items], [ranked[i]["score"] for i in items],
+                  booster, world.features, reader.for_user(user, items).matrix)
+    predictions = reply.json()["predictions"]
+    check_reasons([p["reasons"] for p in predictions], [p["probability"] for p in predictions],
+                  booster, world.features,
+                  reader.rows([u for u, _ in pairs], [i for _, i in pairs]).matrix)
 
 
 @pytest.mark.parametrize("body, where", [

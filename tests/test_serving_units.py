@@ -1,5 +1,5 @@
 """Serving pieces without a server or a feature store: request limits, ranking and cold-start
-bookkeeping on a fake reader, model tags, the server's environment, failing early."""
+bookkeeping and reasons on a fake reader, model tags, the server's environment, failing early."""
 
 from __future__ import annotations
 
@@ -24,6 +24,8 @@ from serving.scoring import Scorer
 class FakeReader:
     """Feature 0 is the item's number ("i7" -> 7), NaN for unknown items; feature 1 is 1.0 for
     the known user "warm". Unknown items are those not starting with "i"."""
+
+    columns = ["item_number", "user_known"]
 
     def __init__(self) -> None:
         self.calls: list[tuple[list[str], list[str]]] = []
@@ -65,6 +67,13 @@ def test_rank_sorts_descending_dedupes_and_flags(booster: xgb.Booster) -> None:
     assert {i.item_id: i.cold_item for i in reply.items} == {
         "i1": False, "i5": False, "i9": False, "x": True}
     assert reply.cold_user is False and reply.model_tag == "m:1"
+    for item in reply.items:  # the model has two inputs, so two reasons, the larger first
+        assert [r.feature for r in item.reasons] in (["item_number", "user_known"],
+                                                     ["user_known", "item_number"])
+        assert abs(item.reasons[0].contribution) >= abs(item.reasons[1].contribution)
+    unknown = next(i for i in reply.items if i.item_id == "x")
+    assert {r.feature: r.value for r in unknown.reasons} == {"item_number": None,
+                                                             "user_known": 1.0}
 
 
 def test_predict_keeps_request_order_and_duplicates(booster: xgb.Booster) -> None:
@@ -74,6 +83,8 @@ def test_predict_keeps_request_order_and_duplicates(booster: xgb.Booster) -> Non
     assert [(p.user_id, p.item_id, p.cold_user) for p in reply.predictions] == [
         ("warm", "i2", False), ("new", "i2", True), ("warm", "i2", False)]
     assert reply.predictions[0].probability == reply.predictions[2].probability
+    assert reply.predictions[0].reasons == reply.predictions[2].reasons
+    assert all(len(p.reasons) == 2 for p in reply.predictions)
 
 
 def test_request_limits() -> None:
