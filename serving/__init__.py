@@ -1,14 +1,19 @@
-"""Online serving of the conversion model: Feast online features -> XGBoost -> a BentoML service.
+"""Online serving of Persona's models: Feast online features -> XGBoost -> a BentoML service.
 
-Modules: `online` (feature matrix from the online store), `schemas` (request/response models),
-`scoring` (features + booster -> responses), `service` (the BentoML class), `run` (start it).
+Modules: `online` (pair matrices from the online store), `users` (user-keyed matrices and profiles),
+`schemas` (request/response models), `scoring` (conversion scores and reasons), `profiles`
+(propensity, churn risk, profile tags), `service` (the BentoML class), `run` (start it).
 """
 
 import os
 
+from persona.models import TASKS, resolve_tag
+
 MODEL_NAME = "persona-conversion"  # the name training/model_store.py saves the model under
 MODEL_TAG_ENV = "PERSONA_MODEL_TAG"  # pins a model version; default f"{MODEL_NAME}:latest"
 SERVICE_NAME = "persona"  # the BentoML service (and Bento) name
+PROPENSITY_MODEL_NAME = TASKS["propensity"].model_name  # optional: /propensity is 503 without it
+PROPENSITY_TAG_ENV = "PERSONA_PROPENSITY_TAG"  # pins its version; default the latest
 
 
 def resolve_model_tag(tag: str | None = None) -> str:
@@ -16,3 +21,8 @@ def resolve_model_tag(tag: str | None = None) -> str:
     version ("v1abc") gets the model name ("persona-conversion:v1abc")."""
     tag = tag or os.environ.get(MODEL_TAG_ENV) or f"{MODEL_NAME}:latest"
     return tag if ":" in tag else f"{MODEL_NAME}:{tag}"
+
+
+def resolve_propensity_tag(tag: str | None = None) -> str:
+    """Like resolve_model_tag, for the propensity model and PERSONA_PROPENSITY_TAG."""
+    return resolve_tag(PROPENSITY_MODEL_NAME, tag, PROPENSITY_TAG_ENV)

@@ -2,8 +2,9 @@
 handle that waits for readiness and stops it cleanly (the demo and the tests).
 
 Both run `bentoml serve serving.service:PersonaService` from the project root with the settings
-passed through the environment: PERSONA_HOME, PERSONA_REDIS_URL, PERSONA_MODEL_TAG. OpenMP's wait
-policy is set there too, before any server process loads XGBoost.
+passed through the environment: PERSONA_HOME, PERSONA_REDIS_URL, PERSONA_MODEL_TAG and
+PERSONA_PROPENSITY_TAG. OpenMP's wait policy is set there too, before any server process loads
+XGBoost.
 """
 
 from __future__ import annotations
@@ -22,8 +23,15 @@ from typing import NoReturn
 
 import httpx
 
+from persona.models import resolve_tag
 from persona.settings import PROJECT_ROOT, Settings
-from serving import MODEL_TAG_ENV, SERVICE_NAME, resolve_model_tag
+from serving import (
+    MODEL_TAG_ENV,
+    PROPENSITY_MODEL_NAME,
+    PROPENSITY_TAG_ENV,
+    SERVICE_NAME,
+    resolve_model_tag,
+)
 
 SERVICE = "serving.service:PersonaService"
 
@@ -33,13 +41,16 @@ class ServerError(RuntimeError):
 
 
 def server_env(settings: Settings, tag: str | None = None, workers: int = 1,
-               base: Mapping[str, str] | None = None) -> dict[str, str]:
+               base: Mapping[str, str] | None = None,
+               propensity_tag: str | None = None) -> dict[str, str]:
     """The environment a server process needs: `base` (default os.environ) with Persona's
     settings applied. A setting that is not given is removed, so none leaks in from `base`."""
     env = dict(os.environ if base is None else base)
     env["PERSONA_HOME"] = str(settings.home)
     _set(env, "PERSONA_REDIS_URL", settings.online_url)
     _set(env, MODEL_TAG_ENV, resolve_model_tag(tag) if tag else None)
+    _set(env, PROPENSITY_TAG_ENV,
+         resolve_tag(PROPENSITY_MODEL_NAME, propensity_tag) if propensity_tag else None)
     env["OMP_WAIT_POLICY"] = env.get("OMP_WAIT_POLICY") or "PASSIVE"
     env.setdefault("BENTOML_DO_NOT_TRACK", "True")
     env["BENTOML_CONFIG_OVERRIDES"] = json.dumps({"services": {SERVICE_NAME: {"workers": workers}}})
@@ -58,27 +69,53 @@ def check_model(tag: str | None, env: Mapping[str, str] | None = None) -> str:
     The store is opened from BENTOML_HOME as the server will see it, not through BentoML's
     in-process container, which keeps the first BENTOML_HOME it was asked for.
     """
-    from bentoml._internal.models import ModelStore  # noqa: PLC0415 (BentoML's own store type)
     from bentoml.exceptions import NotFound  # noqa: PLC0415
 
-    env = os.environ if env is None else env
-    home = Path(env.get("BENTOML_HOME") or Path.home() / "bentoml").expanduser()
+    home, store = _model_store(env)
     wanted = resolve_model_tag(tag)
     try:
-        return str(ModelStore(home / "models").get(wanted).tag)
+        return str(store.get(wanted).tag)
     except (NotFound, FileNotFoundError) as exc:
         raise ServerError(f"no model {wanted} in the BentoML model store under {home}: "
                           "train one first (persona train)") from exc
+
+
+def check_propensity_model(tag: str | None = None,
+                           env: Mapping[str, str] | None = None) -> str | None:
+    """The resolved tag of the propensity model a server started with `env` would load: `tag`,
+    else PERSONA_PROPENSITY_TAG, else the latest; None when none was trained (the server then
+    answers /propensity with 503). A pinned version that is missing fails early."""
+    from bentoml.exceptions import NotFound  # noqa: PLC0415
+
+    env = os.environ if env is None else env
+    home, store = _model_store(env)
+    wanted = resolve_tag(PROPENSITY_MODEL_NAME, tag or env.get(PROPENSITY_TAG_ENV))
+    try:
+        return str(store.get(wanted).tag)
+    except (NotFound, FileNotFoundError) as exc:
+        if wanted.endswith(":latest"):
+            return None
+        raise ServerError(f"no model {wanted} in the BentoML model store under {home}") from exc
+
+
+def _model_store(env: Mapping[str, str] | None):
+    """BENTOML_HOME of `env` (default os.environ) and its model store."""
+    from bentoml._internal.models import ModelStore  # noqa: PLC0415 (BentoML's own store type)
+
+    env = os.environ if env is None else env
+    home = Path(env.get("BENTOML_HOME") or Path.home() / "bentoml").expanduser()
+    return home, ModelStore(home / "models")
 
 
 def serve(settings: Settings, port: int = 3000, model_tag: str | None = None, workers: int = 1,
           host: str = "127.0.0.1") -> NoReturn:
     """Replace this process with the BentoML server, in the foreground, until it is stopped.
 
-    The model is resolved (and pinned) first, so a missing model fails here with a clear
+    The models are resolved (and pinned) first, so a missing model fails here with a clear
     message. Pass host="0.0.0.0" to listen on every interface (the default is loopback only).
     """
-    env = server_env(settings, check_model(model_tag), workers)
+    env = server_env(settings, check_model(model_tag), workers,
+                     propensity_tag=check_propensity_model())
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(sys.executable, server_command(host, port), env)
@@ -93,6 +130,7 @@ class ServerHandle:
     process: subprocess.Popen
     log_path: Path
     _log: object = field(repr=False, default=None)
+    propensity_tag: str | None = None  # None: the server answers /propensity with 503
 
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -126,7 +164,8 @@ class ServerHandle:
 
 def start_server(settings: Settings, port: int | None = None, model_tag: str | None = None, *,
                  host: str = "127.0.0.1", workers: int = 1, timeout: float = 120.0,
-                 log_path: Path | None = None) -> ServerHandle:
+                 log_path: Path | None = None,
+                 propensity_tag: str | None = None) -> ServerHandle:
     """Start the server in the background and return once /readyz answers 200.
 
     `port=None` picks a free port. Output goes to `log_path` (default under
@@ -134,16 +173,19 @@ def start_server(settings: Settings, port: int | None = None, model_tag: str | N
     ready within `timeout` seconds; the process is stopped first.
     """
     model_tag = check_model(model_tag)  # pinned, so the handle knows what it serves
+    propensity_tag = check_propensity_model(propensity_tag)
     port = port or free_port(host)
     log_path = log_path or settings.home / "logs" / f"serve-{port}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log = log_path.open("wb")
     process = subprocess.Popen(
-        server_command(host, port), env=server_env(settings, model_tag, workers), cwd=PROJECT_ROOT,
+        server_command(host, port), cwd=PROJECT_ROOT,
+        env=server_env(settings, model_tag, workers, propensity_tag=propensity_tag),
         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
     )
     connect = "127.0.0.1" if host in ("0.0.0.0", "") else host
-    handle = ServerHandle(f"http://{connect}:{port}", model_tag, process, log_path, log)
+    handle = ServerHandle(f"http://{connect}:{port}", model_tag, process, log_path, log,
+                          propensity_tag)
     try:
         wait_ready(handle, timeout)
     except BaseException:

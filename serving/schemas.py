@@ -6,12 +6,14 @@ Limits are enforced here, by Pydantic, so an oversized or malformed request is r
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 MAX_RANK_ITEMS = 500
 MAX_PREDICT_PAIRS = 1000
+MAX_PROPENSITY_USERS = 1000
 REASONS_PER_SCORE = 3
 
 Id = Annotated[str, StringConstraints(min_length=1, max_length=256)]
@@ -107,3 +109,82 @@ class PredictResponse(_Strict):
     predictions: list[Prediction] = Field(
         description="One prediction per requested pair, in order.")
 
+
+class PropensityRequest(_Strict):
+    user_ids: list[Id] = Field(
+        min_length=1,
+        max_length=MAX_PROPENSITY_USERS,
+        description=f"Shopper ids, 1 to {MAX_PROPENSITY_USERS} (1-256 characters each); "
+                    "answered in the same order, duplicates included.",
+    )
+
+
+class UserPropensity(_Strict):
+    user_id: str = Field(description="A shopper from the request.")
+    propensity: Probability = Field(
+        description="Probability that the shopper makes a purchase within the model's horizon "
+                    "(`horizon_days`)."
+    )
+    churn_risk: Probability | None = Field(
+        description="1 - propensity for a previously active shopper (one with a user_activity "
+                    "row online); null for a cold shopper, who has nothing to churn from."
+    )
+    cold_user: bool = Field(
+        description="True when the online store has no user_activity row for the shopper (new "
+                    "or inactive); the propensity was computed with the features missing."
+    )
+    reasons: Reasons
+
+
+class PropensityResponse(_Strict):
+    model_tag: str = Field(description="BentoML tag of the propensity model.")
+    horizon_days: float = Field(
+        description="The model's horizon: propensity is P(purchase within this many days).")
+    users: list[UserPropensity] = Field(description="One entry per requested id, in order.")
+
+
+class ProfileRequest(_Strict):
+    user_id: Id = Field(description="The shopper to describe (1-256 characters).")
+
+
+FeatureValue = str | int | float | bool | None
+
+
+class Freshness(_Strict):
+    event_timestamp: datetime | None = Field(
+        description="Snapshot time (UTC) of the view's row in the online store; null when the "
+                    "store holds no row of this view for the shopper."
+    )
+    age_seconds: float | None = Field(
+        description="Seconds from event_timestamp to the time of the request. A snapshot is "
+                    "stamped at the end of its interval, so the newest can be slightly negative "
+                    "while that interval is still open."
+    )
+
+
+class ProfileResponse(_Strict):
+    user_id: str = Field(description="The shopper from the request.")
+    cold_user: bool = Field(
+        description="True when the online store has no user_activity row for the shopper.")
+    features: dict[str, FeatureValue] = Field(
+        description="The shopper's current user_profile attributes and user_activity features, "
+                    "by short name; a view the store holds no row of is left out, so an "
+                    "unknown shopper has none."
+    )
+    freshness: dict[str, Freshness] = Field(
+        description="Per feature view of the profile: when its online row was written and how "
+                    "old it is.")
+    tags: list[str] = Field(
+        description="Labels of the profile tags whose rules hold (feature_repo/profile_tags.yaml).")
+    segment: str | None = Field(
+        description="The first segment whose rule holds; null only if no segment rule does.")
+    propensity: Probability | None = Field(
+        description="Probability of a purchase within the propensity model's horizon; null when "
+                    "no propensity model is served."
+    )
+    churn_risk: Probability | None = Field(
+        description="1 - propensity for a previously active shopper; null for a cold shopper or "
+                    "without a propensity model."
+    )
+    propensity_model_tag: str | None = Field(
+        description="BentoML tag of the propensity model; null when none is served.")

@@ -1,5 +1,6 @@
-"""Serving pieces without a server or a feature store: request limits, ranking and cold-start
-bookkeeping and reasons on a fake reader, model tags, the server's environment, failing early."""
+"""Serving pieces without a server or a feature store: request limits, ranking, reasons and
+cold-start bookkeeping on a fake reader, model tags, the server's environment, failing early, the
+propensity model's metadata and the profile tags of one shopper."""
 
 from __future__ import annotations
 
@@ -14,10 +15,34 @@ from feast.protos.feast.types.Value_pb2 import Value
 from pydantic import ValidationError
 
 from persona.settings import Settings
-from serving import MODEL_NAME, MODEL_TAG_ENV, SERVICE_NAME, resolve_model_tag
+from persona.tags import TagBook
+from serving import (
+    MODEL_NAME,
+    MODEL_TAG_ENV,
+    PROPENSITY_MODEL_NAME,
+    PROPENSITY_TAG_ENV,
+    SERVICE_NAME,
+    resolve_model_tag,
+    resolve_propensity_tag,
+)
 from serving.online import FeatureRows, found_rows
-from serving.run import ServerError, check_model, server_env, start_server
-from serving.schemas import MAX_PREDICT_PAIRS, MAX_RANK_ITEMS, PredictRequest, RankRequest
+from serving.profiles import Profiler, PropensityScorer, reference_quantiles
+from serving.run import (
+    ServerError,
+    check_model,
+    check_propensity_model,
+    server_env,
+    start_server,
+)
+from serving.schemas import (
+    MAX_PREDICT_PAIRS,
+    MAX_PROPENSITY_USERS,
+    MAX_RANK_ITEMS,
+    PredictRequest,
+    ProfileRequest,
+    PropensityRequest,
+    RankRequest,
+)
 from serving.scoring import Scorer
 
 
@@ -90,6 +115,8 @@ def test_predict_keeps_request_order_and_duplicates(booster: xgb.Booster) -> Non
 def test_request_limits() -> None:
     RankRequest(user_id="u", item_ids=["i"] * MAX_RANK_ITEMS)
     PredictRequest(pairs=[{"user_id": "u", "item_id": "i"}] * MAX_PREDICT_PAIRS)
+    PropensityRequest(user_ids=["u"] * MAX_PROPENSITY_USERS)
+    ProfileRequest(user_id="u" * 256)
     bad = [
         lambda: RankRequest(user_id="u", item_ids=["i"] * (MAX_RANK_ITEMS + 1)),
         lambda: RankRequest(user_id="u", item_ids=[]),
@@ -99,6 +126,11 @@ def test_request_limits() -> None:
         lambda: RankRequest(user_id="u", item_ids=["i"], extra=1),
         lambda: PredictRequest(pairs=[{"user_id": "u", "item_id": "i"}] * (MAX_PREDICT_PAIRS + 1)),
         lambda: PredictRequest(pairs=[]),
+        lambda: PropensityRequest(user_ids=["u"] * (MAX_PROPENSITY_USERS + 1)),
+        lambda: PropensityRequest(user_ids=[]),
+        lambda: PropensityRequest(user_ids=["u" * 257]),
+        lambda: ProfileRequest(user_id=""),
+        lambda: ProfileRequest(user_id="u", user_ids=["u"]),
     ]
     for make in bad:
         with pytest.raises(ValidationError):
@@ -115,6 +147,13 @@ def test_model_tags(monkeypatch: pytest.MonkeyPatch) -> None:
     assert resolve_model_tag("other:abc") == "other:abc"
     monkeypatch.setenv(MODEL_TAG_ENV, "pinned")
     assert resolve_model_tag() == f"{MODEL_NAME}:pinned"
+    from persona.models import TASKS
+
+    assert PROPENSITY_MODEL_NAME == TASKS["propensity"].model_name
+    monkeypatch.delenv(PROPENSITY_TAG_ENV, raising=False)
+    assert resolve_propensity_tag() == f"{PROPENSITY_MODEL_NAME}:latest"
+    monkeypatch.setenv(PROPENSITY_TAG_ENV, "p1")
+    assert resolve_propensity_tag() == f"{PROPENSITY_MODEL_NAME}:p1"
 
 
 def test_server_env_carries_settings_and_drops_stale_ones(tmp_path: Path) -> None:
@@ -128,6 +167,10 @@ def test_server_env_carries_settings_and_drops_stale_ones(tmp_path: Path) -> Non
     env = server_env(Settings(tmp_path, tmp_path, "redis://new:6379/2"), "v1", base={})
     assert env["PERSONA_REDIS_URL"] == "redis://new:6379/2"
     assert env[MODEL_TAG_ENV] == f"{MODEL_NAME}:v1"
+    assert PROPENSITY_TAG_ENV not in server_env(Settings(tmp_path, tmp_path), None,
+                                                base={PROPENSITY_TAG_ENV: "stale"})
+    env = server_env(Settings(tmp_path, tmp_path), None, base={}, propensity_tag="p2")
+    assert env[PROPENSITY_TAG_ENV] == f"{PROPENSITY_MODEL_NAME}:p2"
 
 
 def test_missing_model_fails_before_a_server_starts(tmp_path: Path,
@@ -138,6 +181,65 @@ def test_missing_model_fails_before_a_server_starts(tmp_path: Path,
     with pytest.raises(ServerError, match="no model persona-conversion:v9"):
         start_server(Settings(tmp_path, tmp_path), model_tag="v9")
     assert not (tmp_path / "logs").exists()
+
+
+def test_a_missing_propensity_model_is_optional_unless_pinned(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from bentoml._internal.configuration.containers import BentoMLContainer
+    from bentoml._internal.models import ModelStore
+    from bentoml.exceptions import NotFound
+
+    from serving.service import stored_propensity_model
+
+    monkeypatch.setenv("BENTOML_HOME", str(tmp_path / "empty"))
+    monkeypatch.delenv(PROPENSITY_TAG_ENV, raising=False)
+    assert check_propensity_model() is None
+    with pytest.raises(ServerError, match=f"no model {PROPENSITY_MODEL_NAME}:v9"):
+        check_propensity_model("v9")
+    monkeypatch.setenv(PROPENSITY_TAG_ENV, "v8")
+    with pytest.raises(ServerError, match=f"no model {PROPENSITY_MODEL_NAME}:v8"):
+        check_propensity_model()
+    (tmp_path / "empty" / "models").mkdir(parents=True)
+    with BentoMLContainer.model_store.patch(ModelStore(tmp_path / "empty" / "models")):
+        with pytest.raises(NotFound, match="pinned by PERSONA_PROPENSITY_TAG"):
+            stored_propensity_model()
+        monkeypatch.delenv(PROPENSITY_TAG_ENV)
+        assert stored_propensity_model() is None
+
+
+def test_propensity_metadata_is_checked_before_anything_is_read(booster: xgb.Booster) -> None:
+    metadata = {"task": "propensity", "feature_service": "propensity_v1", "features": ["a"]}
+    with pytest.raises(ValueError, match=r"m:1: metadata lacks \['horizon_days'\]"):
+        PropensityScorer.from_metadata(booster, metadata, "m:1", store=None)
+    with pytest.raises(ValueError, match="trained for task 'conversion'"):
+        PropensityScorer.from_metadata(
+            booster, {**metadata, "task": "conversion", "horizon_days": 30}, "m:1", store=None)
+
+
+def test_reference_quantiles_take_short_names_and_plain_q_keys() -> None:
+    metadata = {"reference_quantiles": {
+        "user_activity__spend_90d": {"0.5": 10, "0.90": 80.5, "0.95": 120},
+        "aov_90d": {"0.5": 20.0}}}
+    assert reference_quantiles(metadata) == {
+        "spend_90d": {"0.5": 10.0, "0.9": 80.5, "0.95": 120.0}, "aov_90d": {"0.5": 20.0}}
+    assert reference_quantiles({}) == {}
+
+
+def test_tags_of_one_shopper_use_the_reference_population_only(booster: xgb.Booster) -> None:
+    """Alone, a shopper is no population: without reference quantiles a quantile rule is false
+    (not "top 10% of one"); with them, it compares with the reference."""
+    buyer = {"purchases_90d": 4, "purchases_30d": 2, "spend_90d": 500.0, "aov_90d": 125.0,
+             "days_since_last_purchase": 3.0, "days_since_last_event": 1.0,
+             "favourite_category": "books", "region": "north"}
+    book = TagBook.load()
+    tags, segment = Profiler(None, book, None).tags(buyer, None, None)
+    assert "high_value" not in tags and {"loyal", "fan_of_books"} <= set(tags)
+    assert segment == "loyal"
+    scorer = PropensityScorer(booster, None, "p:1", 30.0, {"spend_90d": {"0.9": 400.0}})
+    tags, segment = Profiler(None, book, scorer).tags(buyer, 0.9, 0.1)
+    assert "high_value" in tags and segment == "champions"
+    tags, segment = Profiler(None, book, scorer).tags({}, 0.5, None)
+    assert tags == [] and segment == "others"
 
 
 def test_found_rows_reads_sqlite_and_redis_answers() -> None:
