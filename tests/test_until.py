@@ -16,7 +16,7 @@ from persona.generate import Shop, generate_shop, write_shop
 from persona.ingest import ingest
 from persona.settings import Settings
 from training.model_store import load_model
-from training.pipeline import TrainResult, labelled_frame, train
+from training.pipeline import Labelled, TrainResult, labelled_frame, train_labelled
 
 pytestmark = pytest.mark.integration
 
@@ -63,17 +63,22 @@ def homes(tmp_path_factory: pytest.TempPathFactory, shop: Shop) -> tuple[Setting
 
 
 @pytest.fixture(scope="module")
-def trained(homes: tuple[Settings, Settings],
+def frames(homes: tuple[Settings, Settings]) -> dict[str, tuple[Labelled, Labelled]]:
+    """Each task's training frame with --until, in the short home and in the long one."""
+    return {task: tuple(labelled_frame(home, task, horizon_days=h, until=UNTIL)
+                        for home in homes) for task, h in HORIZONS.items()}
+
+
+@pytest.fixture(scope="module")
+def trained(homes: tuple[Settings, Settings], frames: dict,
             model_store: Path) -> dict[str, tuple[TrainResult, TrainResult]]:
-    return {task: tuple(train(home, task=task, horizon_days=h, until=UNTIL) for home in homes)
-            for task, h in HORIZONS.items()}
+    return {task: tuple(train_labelled(home, data) for home, data in zip(homes, pair))
+            for task, pair in frames.items()}
 
 
 @pytest.mark.parametrize("task", sorted(HORIZONS))
-def test_later_events_change_nothing_in_the_training_frame(
-        homes: tuple[Settings, Settings], task: str) -> None:
-    short, long = (labelled_frame(home, task, horizon_days=HORIZONS[task], until=UNTIL)
-                   for home in homes)
+def test_later_events_change_nothing_in_the_training_frame(frames: dict, task: str) -> None:
+    short, long = frames[task]
     frame = short.frame.frame
     assert short.frame.features == long.frame.features
     assert len(frame) > 1000 and 0 < frame["label"].mean() < 1
@@ -84,11 +89,11 @@ def test_later_events_change_nothing_in_the_training_frame(
 
 @pytest.mark.parametrize("task", sorted(HORIZONS))
 def test_without_until_the_later_events_are_used(homes: tuple[Settings, Settings],
-                                                 task: str) -> None:
+                                                 frames: dict, task: str) -> None:
     """The comparison above is not vacuous: the whole log labels later rows."""
     h = HORIZONS[task]
     whole = labelled_frame(homes[1], task, horizon_days=h).frame.frame
-    known = labelled_frame(homes[1], task, horizon_days=h, until=UNTIL).frame.frame
+    known = frames[task][1].frame.frame
     assert whole["event_timestamp"].max() > known["event_timestamp"].max()
     assert whole["event_timestamp"].max() + pd.Timedelta(days=h) > UNTIL
 

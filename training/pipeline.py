@@ -246,6 +246,20 @@ def train(
     """
     data = labelled_frame(settings, task, horizon_days=horizon_days, until=until,
                           every_days=every_days, raw=raw, on_step=on_step)
+    return train_labelled(settings, data, valid_days=valid_days, gap_days=gap_days,
+                          params=params, on_step=on_step)
+
+
+def train_labelled(
+    settings: Settings,
+    data: Labelled,
+    *,
+    valid_days: int | None = None,
+    gap_days: int | None = None,
+    params: ModelParams = ModelParams(),
+    on_step: Step = lambda _: None,
+) -> TrainResult:
+    """Split, fit, evaluate, report and save from a frame `labelled_frame` already built."""
     split = _split(data, valid_days, gap_days)
     data = Labelled(data.task, data.frame._replace(frame=None), data.manifest,
                     data.horizon_days, data.until, data.every_days)  # the split holds the rows
