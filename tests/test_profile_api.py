@@ -203,6 +203,16 @@ def test_profile_of_a_known_user(served: Served, world: World, propensity: Prope
     assert isinstance(body["segment"], str) and body["segment"]
 
 
+def test_profile_of_a_user_without_activity(served: Served, world: World) -> None:
+    """Signed up, never active: profile attributes and their freshness, cold, no churn risk."""
+    user = sorted(set(world.shop.users["user_id"]) - set(world.shop.events["user_id"]))[0]
+    body = _post(served.http, "/profile", {"user_id": user})
+    assert body["cold_user"] is True and body["churn_risk"] is None
+    assert list(body["features"]) == ["age_band", "gender", "region", "membership_level"]
+    assert body["freshness"]["user_profile"]["age_seconds"] >= 0
+    assert body["freshness"]["user_activity"] == {"event_timestamp": None, "age_seconds": None}
+
+
 def test_profile_of_an_unknown_user_is_cold_not_an_error(served: Served) -> None:
     body = _post(served.http, "/profile", {"user_id": "no-such-user"})
     assert body["cold_user"] is True
