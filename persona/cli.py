@@ -29,7 +29,7 @@ def _settings(home: Path | None, online: str | None = None) -> Settings:
 
 
 def _fail(exc: Exception) -> None:
-    console.print(f"[bold red]error:[/] {exc}")
+    console.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
     raise typer.Exit(code=1)
 
 

@@ -14,9 +14,10 @@ import pandas as pd
 from persona.models import TASKS
 from persona.settings import Settings
 from persona.store import feature_store
-from persona.tags import TagBook
+from persona.tags import TAGS_FILE, TagBook
 
 PROFILE_SERVICE = "user_profile_v1"
+TAGS_FILE_NAME = f"{TAGS_FILE.parent.name}/{TAGS_FILE.name}"
 
 
 def profile_features(settings: Settings, users: pd.Series, as_of: pd.Timestamp) -> pd.DataFrame:
@@ -48,10 +49,10 @@ def propensity_scores(settings: Settings, as_of: pd.Timestamp) -> pd.DataFrame |
 
 def segment_users(settings: Settings, as_of: pd.Timestamp, book: TagBook | None = None) -> pd.DataFrame:
     """One row per user active at or before `as_of`: propensity, churn_risk, tags, segment."""
-    from training.score import _raw_events, active_users
+    from training.score import active_users, raw_events
 
     book = book or TagBook.load()
-    users = pd.Series(active_users(_raw_events(settings), as_of), name="user_id")
+    users = pd.Series(active_users(raw_events(settings), as_of), name="user_id")
     frame = profile_features(settings, users, as_of)
     scores = propensity_scores(settings, as_of)
     frame["propensity"] = scores["propensity"].reindex(frame.index) if scores is not None else float("nan")
@@ -96,3 +97,22 @@ def plot_segments(segmented: pd.DataFrame, directory: Path, book: TagBook | None
     fig.savefig(paths["propensity_by_segment"], dpi=110)
     plt.close(fig)
     return paths
+
+
+def report_section(frame: pd.DataFrame, propensity, directory: Path, book: TagBook | None = None) -> str:
+    """Markdown for the propensity training report: the validation users' segments (features
+    from the validation frame, Feast full names accepted) with sizes and propensity plots."""
+    book = book or TagBook.load()
+    features = frame.rename(columns=lambda c: c.split("__", 1)[-1])
+    features = features.loc[:, ~features.columns.duplicated()].copy()
+    features["propensity"] = propensity
+    features["churn_risk"] = 1.0 - features["propensity"]
+    segmented = features[["user_id", "propensity"]].join(book.evaluate(features))
+    paths = plot_segments(segmented, directory, book)
+    sizes = segment_sizes(segmented, book)
+    lines = ["## Segments (validation users)", "",
+             f"Rules: `{TAGS_FILE_NAME}`; quantiles over these users.", "",
+             "| segment | users | mean propensity |", "|---|---:|---:|"]
+    lines += [f"| {name} | {int(row.users)} | {row.mean_propensity:.3f} |" for name, row in sizes.iterrows()]
+    lines += ["", *[f"![{name}]({path.name})" for name, path in paths.items()], ""]
+    return "\n".join(lines)

@@ -310,3 +310,29 @@ def test_a_model_of_one_task_is_not_loaded_for_the_other(trained: TrainResult) -
         load_model(trained.tag, task="conversion")
     with pytest.raises(ModelNotFoundError, match="persona train --task conversion"):
         load_model(None, task="conversion")
+
+
+@pytest.mark.integration
+def test_report_shows_segments_of_the_validation_users(trained: TrainResult) -> None:
+    page = Path(trained.report_path).read_text()
+    assert "## Segments (validation users)" in page and "| champions |" in page
+    for plot in ("segment_sizes.png", "propensity_by_segment.png"):
+        assert (Path(trained.report_path).parent / plot).stat().st_size > 0
+
+
+@pytest.mark.integration
+def test_segments_as_of_a_date_with_the_trained_model(trained: TrainResult, settings: Settings,
+                                                      shop: Shop) -> None:
+    from persona.segments import segment_sizes, segment_users
+    from persona.tags import TagBook
+
+    as_of = pd.Timestamp("2026-09-15", tz="UTC")
+    segmented = segment_users(settings, as_of)
+    active = shop.events.loc[shop.events["event_timestamp"] <= as_of, "user_id"].unique()
+    assert sorted(segmented["user_id"]) == sorted(active)
+    assert segmented["propensity"].between(0, 1).all()
+    np.testing.assert_allclose(segmented["churn_risk"], 1 - segmented["propensity"])
+    assert set(segmented["segment"]) <= {s.name for s in TagBook.load().segments}
+    assert segment_sizes(segmented)["users"].sum() == len(segmented)
+    champions = segmented[segmented["segment"] == "champions"]
+    assert len(champions) and champions["propensity"].mean() > segmented["propensity"].mean()

@@ -16,6 +16,7 @@ import pandas as pd
 
 from persona.offline import current_manifest
 from persona.raw import RawTables, read_raw
+from persona.segments import report_section
 from persona.settings import Settings
 from persona.store import feature_store
 from training import report
@@ -202,21 +203,24 @@ def _report_and_save(settings: Settings, data: Labelled, split: TimeSplit, fitte
     """Plots first (into a staging directory), then the model, then the page that names its
     tag; the report is published only once the model is saved."""
     spec = data.task
-    evaluation = evaluate(split.train, split.valid,
-                          predict(fitted.booster, split.valid, data.frame.features),
-                          spec.baselines, ndcg=spec.per_user_ranking)
+    probabilities = predict(fitted.booster, split.valid, data.frame.features)
+    evaluation = evaluate(split.train, split.valid, probabilities, spec.baselines,
+                          ndcg=spec.per_user_ranking)
     metrics = summary(evaluation)
     on_step("writing the report")
     settings.reports_dir.mkdir(parents=True, exist_ok=True)
     staging = settings.reports_dir / f".staging-{uuid.uuid4().hex[:8]}"
     try:
         report.write_plots(evaluation, fitted.booster, staging)
+        segments = ("\n" + report_section(split.valid, probabilities, staging)
+                    if spec.name == "propensity" else "")
         on_step("saving the model")
         tag = save_model(fitted.booster, _metadata(data, settings, split, fitted, metrics))
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     page = report.render(evaluation, fitted.booster, _report_info(data, tag, split, fitted))
+    page += segments
     (staging / report.REPORT).write_text(page)
     path = report.publish(staging, settings.reports_dir, tag.split(":", 1)[1],
                           report.latest_name(spec.name))
