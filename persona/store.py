@@ -9,6 +9,9 @@ from feast import FeatureStore, RepoConfig
 from persona.settings import FEATURE_REPO, Settings
 
 PROJECT = "persona"
+# Fail fast when Redis is down or slow: bounded socket timeouts and no client-side retry loop
+# (redis-py's default retries made a request wait ~6 s before failing); callers answer 503.
+REDIS_CLIENT_OPTIONS = "socket_connect_timeout=0.5,socket_timeout=1,retry=null"
 
 
 def redis_connection_string(url: str) -> str:
@@ -24,7 +27,7 @@ def redis_connection_string(url: str) -> str:
     db = parsed.path.strip("/")
     if db:
         parts.append(f"db={int(db)}")
-    return ",".join(parts)
+    return ",".join([*parts, REDIS_CLIENT_OPTIONS])
 
 
 def repo_config(settings: Settings) -> RepoConfig:
