@@ -1,7 +1,9 @@
-"""Reasons for a score: XGBoost's own per-row feature contributions (SHAP values on the margin).
+"""Reasons for a score: XGBoost's own per-row feature contributions on the margin.
 
 One function serves the batch scores and the HTTP service, so a reason reads the same wherever
-a score is shown. The contributions of a row plus the bias sum to the model's margin.
+a score is shown. The contributions of a row plus the bias sum to the model's margin. They are
+XGBoost's approximate (Saabas, path-based) contributions: exact SHAP cost 14 ms for 50 rows and
+190 ms for 500 with the demo model, 17 times the approximate ones, on every /rank request.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ class Reason:
 def contributions(booster: xgb.Booster, matrix: np.ndarray) -> np.ndarray:
     """Per-row contributions, one column per feature and a last column for the bias."""
     dmatrix = xgb.DMatrix(matrix, feature_names=booster.feature_names, missing=np.nan)
-    return booster.predict(dmatrix, pred_contribs=True)
+    return booster.predict(dmatrix, pred_contribs=True, approx_contribs=True)
 
 
 def top_reasons(features: list[str], matrix: np.ndarray, contribs: np.ndarray, k: int = 3) -> list[list[Reason]]:
