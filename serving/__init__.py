@@ -5,12 +5,9 @@ Modules: `online` (pair matrices from the online store), `users` (user-keyed mat
 (propensity, churn risk, profile tags), `service` (the BentoML class), `run` (start it).
 """
 
-import os
+from persona.models import MODEL_TAG_ENV, TASKS, resolve_tag
 
-from persona.models import TASKS, resolve_tag
-
-MODEL_NAME = "persona-conversion"  # the name training/model_store.py saves the model under
-MODEL_TAG_ENV = "PERSONA_MODEL_TAG"  # pins a model version; default f"{MODEL_NAME}:latest"
+MODEL_NAME = TASKS["conversion"].model_name  # required: the service ranks with it
 SERVICE_NAME = "persona"  # the BentoML service (and Bento) name
 PROPENSITY_MODEL_NAME = TASKS["propensity"].model_name  # optional: /propensity is 503 without it
 PROPENSITY_TAG_ENV = "PERSONA_PROPENSITY_TAG"  # pins its version; default the latest
@@ -19,8 +16,7 @@ PROPENSITY_TAG_ENV = "PERSONA_PROPENSITY_TAG"  # pins its version; default the l
 def resolve_model_tag(tag: str | None = None) -> str:
     """The model to serve: `tag`, else PERSONA_MODEL_TAG, else the latest version; a bare
     version ("v1abc") gets the model name ("persona-conversion:v1abc")."""
-    tag = tag or os.environ.get(MODEL_TAG_ENV) or f"{MODEL_NAME}:latest"
-    return tag if ":" in tag else f"{MODEL_NAME}:{tag}"
+    return resolve_tag(MODEL_NAME, tag, MODEL_TAG_ENV)
 
 
 def resolve_propensity_tag(tag: str | None = None) -> str:
