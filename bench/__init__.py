@@ -1,0 +1,8 @@
+"""Benchmarks of the performance issue, one module per target, each against a floor measured in
+the same run: `python -m bench.<name>`, `persona bench [NAME]` or `make bench`.
+
+Every run writes bench/results/<name>.json (figures, ratios, machine, git revision, date);
+`python -m bench.table` renders them as the README's Performance table.
+"""
+
+NAMES = ("generate", "retrieval", "materialize")

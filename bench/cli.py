@@ -1,0 +1,49 @@
+"""`persona bench [NAME ...]`: run benchmarks (default: all) and print the Performance table.
+
+Wired into the persona CLI as a Typer sub-app (`app.add_typer(bench.cli.app, name="bench")`);
+`run()` is the same thing for Python callers. Each benchmark is also `python -m bench.<name>`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Annotated
+
+import typer
+
+from bench import NAMES
+
+app = typer.Typer(help="Run the performance benchmarks and print the README's Performance table.",
+                  no_args_is_help=False, add_completion=False, pretty_exceptions_enable=False)
+
+
+def run(names: list[str] | None = None, quick: bool = False) -> dict[str, dict]:
+    """Run the named benchmarks in the given order (default: all), each writing its
+    bench/results/<name>.json; returns their results."""
+    unknown = sorted(set(names or ()) - set(NAMES))
+    if unknown:
+        raise ValueError(f"unknown benchmarks: {', '.join(unknown)} (known: {', '.join(NAMES)})")
+    results = {}
+    for name in names or NAMES:
+        module = importlib.import_module(f"bench.{name}")
+        results[name] = module.main(["--quick"] if quick else [])
+    return results
+
+
+@app.callback(invoke_without_command=True)
+def bench(
+    names: Annotated[list[str] | None, typer.Argument(
+        help=f"Benchmarks to run: {', '.join(NAMES)} (default: all).", show_default=False)] = None,
+    quick: Annotated[bool, typer.Option(
+        "--quick", help="Tiny sizes, one round: checks the scripts run, measures nothing.")] = False,
+) -> None:
+    """Run the performance benchmarks (bench/): each measures its floor in the same run and writes
+    bench/results/NAME.json; then print the Performance table."""
+    from bench.table import main as table
+
+    try:
+        run(names, quick=quick)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    if not quick:
+        table([])

@@ -1,0 +1,80 @@
+"""Every benchmark in bench/ runs end to end at tiny sizes and writes a well-formed result (no
+timing assertions: this keeps the scripts working, it measures nothing)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench import NAMES, cli, table
+from bench.common import ROOT
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`python -m bench.<name> --quick` for every benchmark, side by side (each mostly waits on
+    its own child processes), into a temporary results and work directory."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("bench.materialize starts its own redis-server")
+    root = tmp_path_factory.mktemp("bench")
+    env = {**os.environ, "PERSONA_BENCH_WORK": str(root / "work")}
+    runs = {name: subprocess.Popen(
+        [sys.executable, "-m", f"bench.{name}", "--quick", "--results", str(root / "results")],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for name in NAMES}
+    failed = {}
+    for name, process in runs.items():
+        output, _ = process.communicate(timeout=300)
+        if process.returncode:
+            failed[name] = output[-3000:]
+    assert not failed, failed
+    return root / "results"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_result_is_complete(results: Path, name: str) -> None:
+    document = json.loads((results / f"{name}.json").read_text())
+    assert {"name", "date", "git", "machine", "parameters", "figures", "ratios", "met",
+            "table"} <= set(document)
+    assert document["machine"]["cpu_count"] >= 1 and document["git"]["revision"]
+    for stat in _stats(document["figures"]):
+        assert stat["min"] <= stat["median"] <= stat["max"] and len(stat["runs"]) >= 1
+    (line,) = document["table"]
+    assert line["peak_rss"].endswith("MB") and line["ratio"]
+
+
+def _stats(figures: dict) -> list[dict]:
+    """Every median/min/max figure, at any depth."""
+    if "median" in figures:
+        return [figures]
+    return [s for value in figures.values() if isinstance(value, dict) for s in _stats(value)]
+
+
+def test_retrieval_frames_are_identical_with_nulls_kept(results: Path) -> None:
+    checked = json.loads((results / "retrieval.json").read_text())["identical"]
+    assert checked["rows"] == 3_000
+    assert checked["rows_with_null_view"]["user_activity"] > 0  # rows before a user's first snapshot
+
+
+def test_materialize_reads_back_through_feast(results: Path) -> None:
+    bulk = json.loads((results / "materialize.json").read_text())["figures"]["bulk"]
+    assert bulk["checked"]["median"] == 200 and bulk["keys"]["median"] == bulk["entities"]["median"]
+
+
+def test_table_renders_every_result(results: Path) -> None:
+    text = table.render(table.load(results))
+    assert text.count("\n| ") == len(NAMES)  # one line per target under the header
+    assert all(f"`{name}`" in text for name in NAMES)
+
+
+def test_cli_rejects_unknown_names() -> None:
+    with pytest.raises(ValueError, match="unknown benchmarks: nope"):
+        cli.run(["nope"])
