@@ -48,15 +48,8 @@ class OnlineFeatureReader:
 
     def __init__(self, store: FeatureStore, feature_service: str, columns: Sequence[str]):
         self._store = store
-        self._service: FeatureService = store.get_feature_service(feature_service)
+        self._service: FeatureService = resolve_service(store, feature_service, columns)
         self.columns = list(columns)
-        kinds = service_columns(self._service)
-        unknown = [c for c in self.columns if c not in kinds]
-        if unknown:
-            raise ValueError(f"feature service {feature_service!r} does not return {unknown}")
-        not_numeric = [c for c in self.columns if kinds[c] not in NUMERIC_KINDS]
-        if not_numeric:
-            raise ValueError(f"model columns must be numeric, got {not_numeric}")
         self._user_columns = self._columns_keyed_by({USER_KEY})
         if not self._user_columns:
             raise ValueError(f"feature service {feature_service!r} has no view keyed by {USER_KEY}")
@@ -121,6 +114,19 @@ class OnlineFeatureReader:
             if view is not None and {c.name for c in view.entity_columns} == join_keys:
                 columns.append(f"{projection.name_to_use()}__{projection.features[0].name}")
         return columns
+
+
+def resolve_service(store: FeatureStore, name: str, columns: Sequence[str]) -> FeatureService:
+    """The feature service a model names, refused unless it returns every model column, numeric."""
+    service = store.get_feature_service(name)
+    kinds = service_columns(service)
+    unknown = [c for c in columns if c not in kinds]
+    if unknown:
+        raise ValueError(f"feature service {name!r} does not return {unknown}")
+    not_numeric = [c for c in columns if kinds[c] not in NUMERIC_KINDS]
+    if not_numeric:
+        raise ValueError(f"model columns must be numeric, got {not_numeric}")
+    return service
 
 
 def service_columns(service: FeatureService) -> dict[str, str]:

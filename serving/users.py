@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 import numpy as np
 from feast import FeatureService, FeatureStore
 
-from serving.online import NUMERIC_KINDS, USER_KEY, floats, found_rows, service_columns
+from serving.online import USER_KEY, floats, found_rows, resolve_service
 from serving.schemas import FeatureValue
 
 ACTIVITY_VIEW = "user_activity"  # a row here means the user was active within its window
@@ -39,15 +39,8 @@ class UserFeatureReader:
 
     def __init__(self, store: FeatureStore, feature_service: str, columns: Sequence[str]):
         self._store = store
-        self._service: FeatureService = store.get_feature_service(feature_service)
+        self._service: FeatureService = resolve_service(store, feature_service, columns)
         self.columns = list(columns)
-        kinds = service_columns(self._service)
-        unknown = [c for c in self.columns if c not in kinds]
-        if unknown:
-            raise ValueError(f"feature service {feature_service!r} does not return {unknown}")
-        not_numeric = [c for c in self.columns if kinds[c] not in NUMERIC_KINDS]
-        if not_numeric:
-            raise ValueError(f"model columns must be numeric, got {not_numeric}")
         _check_user_keyed(store, self._service)
         self._activity_column = _first_column_of(self._service, ACTIVITY_VIEW)
 

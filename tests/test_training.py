@@ -5,7 +5,6 @@ future."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import timedelta
 from pathlib import Path
 
 import pandas as pd
