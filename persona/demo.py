@@ -41,6 +41,12 @@ def _metrics_table(metrics: dict) -> Table:
     return table
 
 
+def _reason(reason: dict) -> str:
+    """'item_popularity__views_30d = 41 (+0.35)': the feature, its value, its push on the score."""
+    value = "missing" if reason["value"] is None else f"{reason['value']:g}"
+    return f"{reason['feature']} = {value} ({reason['contribution']:+.2f})"
+
+
 def _fmt(value) -> str:
     return f"{value:.4f}" if isinstance(value, float) else ("" if value is None else str(value))
 
@@ -76,8 +82,9 @@ def run(settings: Settings, port: int = 3000) -> None:
         table.add_column("rank", justify="right")
         table.add_column("item")
         table.add_column("purchase probability", justify="right")
+        table.add_column("strongest reason")
         for rank, item in enumerate(reply["items"][:5], start=1):
-            table.add_row(str(rank), item["item_id"], f"{item['score']:.4f}")
+            table.add_row(str(rank), item["item_id"], f"{item['score']:.4f}", _reason(item["reasons"][0]))
         console.print(table)
     console.print(_metrics_table(result.metrics))
     console.print(f"report: {Path(result.report_path)}")
