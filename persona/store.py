@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from feast import FeatureStore, RepoConfig
@@ -30,8 +31,9 @@ def redis_connection_string(url: str) -> str:
     return ",".join([*parts, REDIS_CLIENT_OPTIONS])
 
 
-def repo_config(settings: Settings) -> RepoConfig:
-    """The same config feature_repo/feature_store.yaml declares, with absolute paths."""
+def repo_config(settings: Settings, registry: Path | None = None) -> RepoConfig:
+    """The same config feature_repo/feature_store.yaml declares, with absolute paths;
+    `registry` overrides the registry file (apply writes a copy, then swaps it in)."""
     if settings.online_url:
         online = {"type": "redis", "connection_string": redis_connection_string(settings.online_url)}
     else:
@@ -39,7 +41,7 @@ def repo_config(settings: Settings) -> RepoConfig:
     return RepoConfig(
         project=PROJECT,
         provider="local",
-        registry=str(settings.registry_path),
+        registry=str(registry or settings.registry_path),
         online_store=online,
         offline_store={"type": "duckdb"},
         entity_key_serialization_version=3,
@@ -47,6 +49,6 @@ def repo_config(settings: Settings) -> RepoConfig:
     )
 
 
-def feature_store(settings: Settings) -> FeatureStore:
+def feature_store(settings: Settings, registry: Path | None = None) -> FeatureStore:
     settings.home.mkdir(parents=True, exist_ok=True)
-    return FeatureStore(repo_path=str(FEATURE_REPO), config=repo_config(settings))
+    return FeatureStore(repo_path=str(FEATURE_REPO), config=repo_config(settings, registry))
