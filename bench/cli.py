@@ -35,7 +35,7 @@ def bench(
     names: Annotated[list[str] | None, typer.Argument(
         help=f"Benchmarks to run: {', '.join(NAMES)} (default: all).", show_default=False)] = None,
     quick: Annotated[bool, typer.Option(
-        "--quick", help="Tiny sizes, one round: checks the scripts run, measures nothing.")] = False,
+        "--quick", help="Tiny sizes, one round: checks that the scripts run.")] = False,
 ) -> None:
     """Run the performance benchmarks (bench/): each measures its floor in the same run and writes
     bench/results/NAME.json; then print the Performance table."""

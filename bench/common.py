@@ -20,6 +20,7 @@ from statistics import median
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 MARKER = "BENCH-RESULT "
+_LOAD_AT_START = round(os.getloadavg()[0], 2)  # bench.common is imported when a benchmark starts
 
 
 def work_dir() -> Path:
@@ -97,7 +98,9 @@ def machine() -> dict:
         "cpu_count": os.cpu_count(),
         "cpu_model": model,
         "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
-        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+        # 1-minute load average when the benchmark started and when it ended: on 2 cores,
+        # anything above ~0.3 at the start means other work shared the machine.
+        "load_average": {"start": _LOAD_AT_START, "end": round(os.getloadavg()[0], 2)},
         "python": platform.python_version(),
         "platform": platform.platform(),
     }

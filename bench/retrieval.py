@@ -13,9 +13,10 @@ The floor, `ASOF LEFT JOIN` per view with each view's TTL applied afterwards (a 
 t - ttl is the only candidate, so nulling it equals Feast's window), runs in its own process like
 Feast, interleaved with it, the order rotating. Each process reads the entity rows into pandas
 first (untimed), then times the join into a pandas frame ("join"); the whole process (interpreter,
-imports, store, join) is timed from outside, and each reports its own peak RSS. The first round's
-two frames are compared on every row and value. With --profile (default when Feast is over the
-goal), one more Feast run records cProfile and DuckDB's per-operator profile.
+imports, store, join) is timed from outside, and each reports its own peak RSS. One untimed run of
+each before the rounds saves its frame, and the two are compared on every row and value. With
+--profile (by default when Feast is over the goal), one more Feast run records cProfile and
+DuckDB's per-operator profile (operator times are CPU summed over DuckDB's threads).
 
     python -m bench.retrieval [--rows N] [--users N] [--items N] [--days N] [--rounds R] [--quick]
 """
@@ -44,14 +45,15 @@ GOAL = 1.5
 # --- preparation (once, cached under the work directory) ----------------------------------------
 
 def prepare(shop_dir: Path, users: int, items: int, days: int, rows: int) -> tuple[Path, Path]:
-    """An offline store + registry of the generated shop, and `rows` entity rows sampled from its
-    view events (row_id, user_id, item_id, event_timestamp)."""
+    """An offline store + registry of the generated shop, `rows` entity rows sampled from its view
+    events (row_id, user_id, item_id, event_timestamp) and the floor's SQL (asof.sql)."""
     home = shop_dir / "home"
     entities = shop_dir / f"entities-{rows}.parquet"
     if not (home / "offline" / "current" / "manifest.json").exists():
         _build_store(home, users, items, days)
     if not entities.exists():
         _sample_entities(home, entities, rows)
+    (shop_dir / "asof.sql").write_text(_floor_query(home))
     return home, entities
 
 
@@ -274,7 +276,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--users", type=int, default=100_000)
     parser.add_argument("--items", type=int, default=10_000)
     parser.add_argument("--days", type=int, default=90)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=3, help="timed rounds (0: the check only)")
     parser.add_argument("--profile", choices=["auto", "yes", "no"], default="auto",
                         help="profile one more Feast run (auto: when Feast is over the goal)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one round (smoke test)")
@@ -287,7 +289,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--query", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
-        args.rows, args.users, args.items, args.days, args.rounds = 3_000, 300, 100, 20, 1
+        args.rows, args.users, args.items, args.days, args.rounds = 3_000, 300, 100, 20, 0
     shop_dir = work_dir() / f"retrieval-{args.users}u-{args.items}i-{args.days}d"
     if args.worker == "prepare":
         prepare(shop_dir, args.users, args.items, args.days, args.rows)
@@ -308,24 +310,23 @@ def run(args: argparse.Namespace, shop_dir: Path) -> dict:
     prepared = run_child([*me, "--worker", "prepare", *sizes], timeout=7200)
     home, entities = shop_dir / "home", shop_dir / f"entities-{args.rows}.parquet"
     query = shop_dir / "asof.sql"
-    query.write_text(_floor_query(home))
     outputs = {kind: shop_dir / f"out-{kind}.parquet" for kind in ("feast", "duckdb")}
     env = {"OMP_WAIT_POLICY": "PASSIVE", "GX_ANALYTICS_ENABLED": "False"}
-    first = {"feast": True, "duckdb": True}
 
-    def contender(kind: str):
-        def go() -> dict:
-            command = [*me, "--worker", kind, "--home", str(home), "--query", str(query),
-                       "--entities", str(entities), *sizes]
-            if first[kind]:  # the first round keeps its frame for the comparison
-                command += ["--out", str(outputs[kind])]
-                first[kind] = False
-            return run_child(command, env=env)
-        return go
+    def command(kind: str) -> list[str]:
+        return [*me, "--worker", kind, "--home", str(home), "--query", str(query),
+                "--entities", str(entities), *sizes]
 
-    runs = interleaved(args.rounds, {"feast": contender("feast"), "duckdb": contender("duckdb")})
+    # An untimed run of each first keeps its frame for the comparison (and warms the page cache).
+    checks = {kind: run_child([*command(kind), "--out", str(outputs[kind])], env=env)
+              for kind in ("feast", "duckdb")}
     checked = compare(outputs["feast"], outputs["duckdb"])
     print(f"  identical: {checked}")
+    if args.rounds:
+        runs = interleaved(args.rounds, {kind: (lambda k=kind: run_child(command(k), env=env))
+                                         for kind in ("feast", "duckdb")})
+    else:  # --quick: the checking runs are the only ones
+        runs = {kind: [checks[kind]] for kind in ("feast", "duckdb")}
     figures = {kind: {key: stat([r[key] for r in rs]) for key, value in rs[0].items()
                       if isinstance(value, int | float)} for kind, rs in runs.items()}
     feast, floor = figures["feast"], figures["duckdb"]

@@ -35,10 +35,11 @@ def render(results: list[dict]) -> str:
 def _provenance(result: dict) -> str:
     machine, git = result["machine"], result["git"]
     dirty = " (uncommitted changes)" if git.get("dirty") else ""
-    load = ", ".join(str(x) for x in machine.get("load_average_at_start", []))
+    load = machine.get("load_average", {})
     return (f"- `{result['name']}`: {result['date']}, git {git['revision'][:10]}{dirty}, "
             f"{machine['cpu_count']} x {machine['cpu_model']}, {machine['memory_gb']} GB, "
-            f"load average at start {load}; parameters {json.dumps(result.get('parameters', {}))}")
+            f"1-min load average {load.get('start')} at start, {load.get('end')} at end; "
+            f"parameters {json.dumps(result.get('parameters', {}))}")
 
 
 def main(argv: list[str] | None = None) -> str:
