@@ -21,9 +21,11 @@ from persona.snapshots import compute_features
 Step = Callable[[str], None]
 
 
-def ingest(settings: Settings, raw_dir: Path, on_step: Step = lambda _: None) -> dict:
-    """Validate, compute, publish and register; returns the published version's manifest."""
-    with exclusive(settings.lock_path):
+def ingest(settings: Settings, raw_dir: Path, on_step: Step = lambda _: None,
+           lock_wait: float = 120.0) -> dict:
+    """Validate, compute, publish and register; returns the published version's manifest.
+    A second writer on the same home waits up to `lock_wait` seconds, then fails clearly."""
+    with exclusive(settings.lock_path, lock_wait):
         on_step("reading raw tables")
         raw = read_raw(raw_dir)
         now = pd.Timestamp.now(tz="UTC")

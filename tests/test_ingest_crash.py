@@ -1,0 +1,98 @@
+"""Crash-safe ingestion: a `persona ingest` killed with SIGKILL at any moment leaves the previous
+good version or the new complete one, never a mix; the next run succeeds; two ingests at once
+take turns through the lock."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from persona import offline
+from persona.generate import generate_shop, write_shop
+from persona.ingest import ingest
+from persona.locking import BusyError, exclusive
+from persona.settings import Settings
+from persona.store import feature_store
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, Path, Path]:
+    root = tmp_path_factory.mktemp("crash")
+    write_shop(generate_shop(300, 80, 30, seed=1), root / "first")
+    write_shop(generate_shop(300, 80, 30, seed=2), root / "second")
+    settings = Settings(home=root / "home", reports_dir=root / "reports")
+    ingest(settings, root / "first")
+    return settings, root / "first", root / "second"
+
+
+def _consistent(settings: Settings, versions: set[str]) -> str:
+    """The current version is complete: its files hash to its manifest, the registry reads."""
+    manifest = offline.current_manifest(settings.offline_root)
+    assert manifest is not None
+    assert offline.data_hash(settings.offline_current) == manifest["data_hash"]
+    assert {"user_activity", "item_popularity"} <= {fv.name for fv in feature_store(settings).list_feature_views()}
+    versions.add(manifest["version"])
+    return manifest["version"]
+
+
+def _ingest_cmd(settings: Settings, raw: Path) -> list[str]:
+    return [sys.executable, "-m", "persona.cli", "ingest", str(raw), "--home", str(settings.home)]
+
+
+def test_sigkill_at_any_moment_leaves_old_or_new_complete_state(home) -> None:
+    settings, first, second = home
+    seen: set[str] = set()
+    before = _consistent(settings, seen)
+    for delay in (3.0, 6.0, 8.5):  # importing, validating, publishing and registering
+        raw = second if len(seen) % 2 else first
+        proc = subprocess.Popen(_ingest_cmd(settings, raw), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+        _consistent(settings, seen)
+    done = subprocess.run(_ingest_cmd(settings, second), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    after = _consistent(settings, seen)
+    assert after != before
+    leftovers = [p.name for p in settings.offline_root.iterdir() if p.name.startswith(".")]
+    assert leftovers == [] and len(list((settings.offline_root / "versions").iterdir())) <= 2
+    assert not list(settings.home.glob(".registry-*"))
+
+
+def test_a_second_writer_waits_then_fails_clearly(home) -> None:
+    settings, first, _ = home
+    held = threading.Event()
+    release = threading.Event()
+
+    def hold() -> None:
+        with exclusive(settings.lock_path):
+            held.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        held.wait(10)
+        with pytest.raises(BusyError, match="another persona job"):
+            ingest(settings, first, lock_wait=0.5)
+    finally:
+        release.set()
+        holder.join()
+
+
+def test_two_ingests_at_once_take_turns(home) -> None:
+    settings, first, second = home
+    procs = [subprocess.Popen(_ingest_cmd(settings, raw), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, env={**os.environ}) for raw in (first, second)]
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    _consistent(settings, set())
