@@ -117,12 +117,18 @@ class OnlineFeatureReader:
 
 
 def resolve_service(store: FeatureStore, name: str, columns: Sequence[str]) -> FeatureService:
-    """The feature service a model names, refused unless it returns every model column, numeric."""
+    """The feature service a model names, refused unless its columns are exactly the model's
+    (in any order: the registry returns a projection's features in no fixed order), all numeric.
+    A model trained on another version of the service would be fed the wrong inputs."""
     service = store.get_feature_service(name)
     kinds = service_columns(service)
     unknown = [c for c in columns if c not in kinds]
     if unknown:
         raise ValueError(f"feature service {name!r} does not return {unknown}")
+    unused = [c for c in kinds if c not in set(columns)]
+    if unused:
+        raise ValueError(f"feature service {name!r} returns {unused}, which the model does not "
+                         "take")
     not_numeric = [c for c in columns if kinds[c] not in NUMERIC_KINDS]
     if not_numeric:
         raise ValueError(f"model columns must be numeric, got {not_numeric}")

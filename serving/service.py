@@ -14,6 +14,10 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
+import time
+from pathlib import Path
 
 import bentoml
 import redis.exceptions
@@ -42,6 +46,27 @@ logger = logging.getLogger(__name__)
 _UNREACHABLE = (ConnectionError, TimeoutError, redis.exceptions.ConnectionError,
                 redis.exceptions.TimeoutError)
 NO_PROPENSITY_MODEL = "no propensity model trained: run `persona train --task propensity`"
+ONLINE_STORE_DOWN = "online store unavailable: retry later"
+READY_CACHE_SECONDS = 1.0  # /readyz probes the online store at most once a second
+
+
+class ModelRefused(RuntimeError):
+    """A stored model the service will not serve: unreadable, or not matching its feature
+    service. Raised at start-up, so the server stops with this message instead of serving."""
+
+
+def stop_server(refused: ModelRefused) -> None:
+    """Stop the whole `bentoml serve` process, not just this worker: BentoML restarts a worker
+    whose start-up failed, forever, and a model that cannot be served will not get better on a
+    retry. Only when the parent process is BentoML's server (never, say, a test runner)."""
+    logger.critical("refusing to start: %s", refused)
+    parent = os.getppid()
+    try:
+        command = Path(f"/proc/{parent}/cmdline").read_bytes()
+    except OSError:
+        return
+    if b"bentoml" in command and b"serve" in command:
+        os.kill(parent, signal.SIGTERM)
 
 
 def passive_openmp() -> None:
@@ -56,7 +81,13 @@ def load_booster(stored: bentoml.Model):
     passive_openmp()
     import bentoml.xgboost  # noqa: PLC0415  (imports xgboost)
 
-    booster = bentoml.xgboost.load_model(stored)
+    try:
+        booster = bentoml.xgboost.load_model(stored)
+    except Exception as exc:  # XGBoostError, OSError, ...: the files are missing or corrupted
+        first_line = (str(exc).strip().splitlines() or [""])[0]
+        raise ModelRefused(f"model {stored.tag} cannot be loaded from {stored.path}: its files "
+                           f"are missing or corrupted ({type(exc).__name__}: {first_line})"
+                           ) from exc
     booster.set_param({"nthread": 1})
     return booster
 
@@ -65,7 +96,7 @@ def check_inputs(booster, features: list[str], tag: str) -> None:
     """The metadata's feature list is the booster's input, in the booster's order."""
     names = booster.feature_names
     if booster.num_features() != len(features) or (names and list(names) != list(features)):
-        raise ValueError(f"model {tag}: metadata features do not match the booster's inputs")
+        raise ModelRefused(f"model {tag}: metadata features do not match the booster's inputs")
 
 
 def stored_propensity_model(tag: str | None = None) -> bentoml.Model | None:
@@ -110,13 +141,24 @@ class PersonaService:
 
         stored = self._stored_model()
         metadata = stored.info.metadata
-        booster = load_booster(stored)
-        check_inputs(booster, metadata["features"], str(stored.tag))
         store = feature_store(Settings.from_env())
-        reader = OnlineFeatureReader(store, metadata["feature_service"], metadata["features"])
-        self.scorer = Scorer(booster, reader, str(stored.tag))
-        self.propensity_scorer = self._propensity_scorer(store)
+        try:
+            booster = load_booster(stored)
+            check_inputs(booster, metadata["features"], str(stored.tag))
+            try:
+                reader = OnlineFeatureReader(store, metadata["feature_service"],
+                                             metadata["features"])
+            except ValueError as exc:
+                raise ModelRefused(f"model {stored.tag} does not match the registered feature "
+                                   f"service: {exc}") from exc
+            self.scorer = Scorer(booster, reader, str(stored.tag))
+            self.propensity_scorer = self._propensity_scorer(store)
+        except ModelRefused as exc:
+            stop_server(exc)
+            raise
         self.profiler = Profiler(ProfileReader(store), TagBook.load(), self.propensity_scorer)
+        self._ready_lock = threading.Lock()
+        self._ready_at, self._ready = float("-inf"), False
         self._warm_up()
         logger.info("serving %s with feature service %s; propensity model %s", stored.tag,
                     metadata["feature_service"],
@@ -132,15 +174,40 @@ class PersonaService:
             return None
         booster = load_booster(stored)
         check_inputs(booster, stored.info.metadata["features"], str(stored.tag))
-        return PropensityScorer.from_metadata(booster, stored.info.metadata, str(stored.tag),
-                                              store)
+        try:
+            return PropensityScorer.from_metadata(booster, stored.info.metadata, str(stored.tag),
+                                                  store)
+        except ValueError as exc:
+            raise ModelRefused(f"model {stored.tag} does not match the registered feature "
+                               f"service: {exc}") from exc
 
     def _warm_up(self) -> None:
-        """One pass through every path, so the first request does not pay for lazy set-up."""
-        rows = self.scorer.reader.for_user("warm-up", ["warm-up"])
-        self.scorer.probabilities(rows.matrix)
-        self.scorer.reasons(rows.matrix)
-        self.profiler.profile(ProfileRequest(user_id="warm-up"))
+        """One pass through every path, so the first request does not pay for lazy set-up. An
+        unreachable online store does not stop the start-up: /readyz says not ready until it
+        answers, and requests get 503 meanwhile."""
+        try:
+            rows = self.scorer.reader.for_user("warm-up", ["warm-up"])
+            self.scorer.probabilities(rows.matrix)
+            self.scorer.reasons(rows.matrix)
+            self.profiler.profile(ProfileRequest(user_id="warm-up"))
+        except _UNREACHABLE as exc:
+            logger.warning("warm-up skipped, %s (%s)", ONLINE_STORE_DOWN, type(exc).__name__)
+
+    def __is_ready__(self) -> bool:
+        """BentoML's readiness hook (/readyz): can the online store be read? One single-key read
+        through Feast, the path requests take (bounded by the store's timeouts), cached for
+        READY_CACHE_SECONDS so probes cannot load the store."""
+        with self._ready_lock:
+            if time.monotonic() - self._ready_at < READY_CACHE_SECONDS:
+                return self._ready
+            try:
+                self.scorer.reader.categories(["readyz-probe"])
+                ready = True
+            except _UNREACHABLE as exc:
+                logger.warning("not ready: %s (%s)", ONLINE_STORE_DOWN, type(exc).__name__)
+                ready = False
+            self._ready_at, self._ready = time.monotonic(), ready
+            return ready
 
     def _stored_model(self) -> bentoml.Model:
         """The model to load. Served from a built Bento, it is the version the Bento recorded:
@@ -155,30 +222,42 @@ class PersonaService:
     @bentoml.api(route="/rank")
     def rank(self, request: RankRequest, /) -> RankResponse:
         """Rank candidate items for a shopper by the probability that a view converts to a purchase within 7 days, highest first. Unknown shoppers and items are scored with their features missing and flagged `cold_user` / `cold_item`."""  # noqa: E501 (one line: it is the OpenAPI description)
-        return self._guard(self.scorer.rank, request)
+        return self._answer(self.scorer.rank, request)
 
     @bentoml.api(route="/predict")
     def predict(self, request: PredictRequest, /) -> PredictResponse:
         """Conversion probability for each (user, item) pair, in request order."""
-        return self._guard(self.scorer.predict, request)
+        return self._answer(self.scorer.predict, request)
 
     @bentoml.api(route="/propensity")
     def propensity(self, request: PropensityRequest, /) -> PropensityResponse:
         """Probability that each shopper makes a purchase within the propensity model's horizon, with churn risk (1 - propensity) for previously active shoppers and the top 3 reasons; in request order. Answers 503 when no propensity model was trained."""  # noqa: E501 (one line: it is the OpenAPI description)
         if self.propensity_scorer is None:
             return JSONResponse({"error": NO_PROPENSITY_MODEL}, status_code=503)
-        return self._guard(self.propensity_scorer.score, request)
+        return self._answer(self.propensity_scorer.score, request)
 
     @bentoml.api(route="/profile")
     def profile(self, request: ProfileRequest, /) -> ProfileResponse:
         """A shopper's current profile: user_profile attributes and user_activity features, their freshness, propensity and churn risk (when a propensity model is served), tags and segment. An unknown shopper is cold with no features, not an error."""  # noqa: E501 (one line: it is the OpenAPI description)
-        return self._guard(self.profiler.profile, request)
+        return self._answer(self.profiler.profile, request)
 
     @staticmethod
     def _guard(call, request):
-        """An unreachable online store is a 503 (retry later), not a generic 500."""
+        """An unreachable online store is ServiceUnavailable (retry later), not a generic error.
+        Logged as one line without the request: no ids, no feature values."""
         try:
             return call(request)
         except _UNREACHABLE as exc:
-            logger.exception("online store unavailable")
-            raise ServiceUnavailable(f"online store unavailable: {exc}") from exc
+            logger.warning("%s (%s: %s)", ONLINE_STORE_DOWN, type(exc).__name__, exc)
+            raise ServiceUnavailable(ONLINE_STORE_DOWN) from exc
+
+    def _answer(self, call, request):
+        """`call` through `_guard`, its 503 answered here with a JSON body that says why
+        (BentoML would turn ServiceUnavailable into a generic "unexpected error" message)."""
+        try:
+            return self._guard(call, request)
+        except ServiceUnavailable as exc:
+            self._ready_at = float("-inf")  # the next /readyz probes again
+            return JSONResponse({"error": str(exc)}, status_code=503,
+                                headers={"Retry-After": "1"})
+
