@@ -2,8 +2,8 @@
 handle that waits for readiness and stops it cleanly (the demo and the tests).
 
 Both run `bentoml serve serving.service:PersonaService` from the project root with the settings
-passed through the environment: PERSONA_HOME, PERSONA_REDIS_URL, PERSONA_MODEL_TAG and
-PERSONA_PROPENSITY_TAG. OpenMP's wait policy is set there too, before any server process loads
+passed through the environment: PERSONA_HOME, PERSONA_REDIS_URL, PERSONA_MODEL_TAG,
+PERSONA_PROPENSITY_TAG and, when set, PERSONA_API_KEYS (serving.auth). OpenMP's wait policy is set there too, before any server process loads
 XGBoost.
 """
 
@@ -16,7 +16,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn
@@ -32,6 +32,7 @@ from serving import (
     SERVICE_NAME,
     resolve_model_tag,
 )
+from serving.auth import API_KEYS_ENV, api_keys
 
 SERVICE = "serving.service:PersonaService"
 
@@ -42,10 +43,15 @@ class ServerError(RuntimeError):
 
 def server_env(settings: Settings, tag: str | None = None, workers: int = 1,
                base: Mapping[str, str] | None = None,
-               propensity_tag: str | None = None) -> dict[str, str]:
+               propensity_tag: str | None = None,
+               keys: Sequence[str] | None = None) -> dict[str, str]:
     """The environment a server process needs: `base` (default os.environ) with Persona's
-    settings applied. A setting that is not given is removed, so none leaks in from `base`."""
+    settings applied. A setting that is not given is removed, so none leaks in from `base`;
+    API keys are the exception: `keys` when given, else PERSONA_API_KEYS of `base` if set."""
     env = dict(os.environ if base is None else base)
+    if keys is not None:
+        _set(env, API_KEYS_ENV, ",".join(keys))
+    api_keys(env)  # a malformed value fails here, before a server starts
     env["PERSONA_HOME"] = str(settings.home)
     _set(env, "PERSONA_REDIS_URL", settings.online_url)
     _set(env, MODEL_TAG_ENV, resolve_model_tag(tag) if tag else None)
@@ -165,12 +171,14 @@ class ServerHandle:
 def start_server(settings: Settings, port: int | None = None, model_tag: str | None = None, *,
                  host: str = "127.0.0.1", workers: int = 1, timeout: float = 120.0,
                  log_path: Path | None = None,
-                 propensity_tag: str | None = None) -> ServerHandle:
+                 propensity_tag: str | None = None,
+                 keys: Sequence[str] | None = None) -> ServerHandle:
     """Start the server in the background and return once /readyz answers 200.
 
     `port=None` picks a free port. Output goes to `log_path` (default under
     `settings.home / "logs"`). Raises ServerError with the log if the server exits or is not
-    ready within `timeout` seconds; the process is stopped first.
+    ready within `timeout` seconds; the process is stopped first. `keys` turns API-key
+    authentication on (default: PERSONA_API_KEYS of this process, if set).
     """
     model_tag = check_model(model_tag)  # pinned, so the handle knows what it serves
     propensity_tag = check_propensity_model(propensity_tag)
@@ -180,7 +188,7 @@ def start_server(settings: Settings, port: int | None = None, model_tag: str | N
     log = log_path.open("wb")
     process = subprocess.Popen(
         server_command(host, port), cwd=PROJECT_ROOT,
-        env=server_env(settings, model_tag, workers, propensity_tag=propensity_tag),
+        env=server_env(settings, model_tag, workers, propensity_tag=propensity_tag, keys=keys),
         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
     )
     connect = "127.0.0.1" if host in ("0.0.0.0", "") else host

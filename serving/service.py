@@ -31,6 +31,7 @@ from serving import (
     resolve_model_tag,
     resolve_propensity_tag,
 )
+from serving.auth import ApiKeyMiddleware
 from serving.schemas import (
     PredictRequest,
     PredictResponse,
@@ -261,3 +262,6 @@ class PersonaService:
             return JSONResponse({"error": str(exc)}, status_code=503,
                                 headers={"Retry-After": "1"})
 
+
+# Optional API keys (PERSONA_API_KEYS), for every route but the probes, metrics and docs.
+PersonaService.add_asgi_middleware(ApiKeyMiddleware)

@@ -1,5 +1,5 @@
 """The service under faults, for real: a `redis-server` this module starts, stopped while the
-service runs and started again on the same port; models the service must
+service runs and started again on the same port; API keys over HTTP; models the service must
 refuse to serve. Reuses the world of tests/test_serving.py (populated store, conversion model)
 and the propensity model of tests/test_profile_api.py.
 """
@@ -26,11 +26,13 @@ from test_serving import World, world  # noqa: F401  (fixture)
 from persona.materialize import materialize
 from persona.settings import Settings
 from serving import MODEL_NAME
+from serving.auth import UNAUTHORIZED, api_keys, key_matches, presented_key
 from serving.run import ServerError, ServerHandle, start_server
 from serving.service import ONLINE_STORE_DOWN
 
 pytestmark = pytest.mark.integration
 
+KEYS = ["k-alpha-0123456789", "k-beta-9876543210"]
 TIMEOUT = 1.5  # persona/store.py: 0.5 s to connect, 1 s per command, no retries; plus slack
 
 
@@ -55,8 +57,8 @@ def redis_home(world: World, outage_redis: RedisProcess) -> Settings:  # noqa: F
 @pytest.fixture(scope="module")
 def server(world: World, redis_home: Settings,  # noqa: F811
            propensity: Propensity) -> Iterator[ServerHandle]:  # noqa: F811
-    """On Redis, with a propensity model."""
-    with start_server(redis_home, model_tag=world.model_tag) as handle:
+    """On Redis, with a propensity model, with API keys on."""
+    with start_server(redis_home, model_tag=world.model_tag, keys=KEYS) as handle:
         yield handle
 
 
@@ -75,7 +77,8 @@ def _comparable(body: dict) -> dict:
 
 def test_redis_outage_is_a_fast_503_and_recovers_without_restart(
         server: ServerHandle, outage_redis: RedisProcess, world: World) -> None:  # noqa: F811
-    with httpx.Client(base_url=server.url, timeout=30, trust_env=False) as http:
+    auth = {"Authorization": f"Bearer {KEYS[0]}"}
+    with httpx.Client(base_url=server.url, timeout=30, trust_env=False, headers=auth) as http:
         before = {}
         for route, body in _requests(world):
             reply = http.post(route, json=body)
@@ -108,6 +111,38 @@ def test_redis_outage_is_a_fast_503_and_recovers_without_restart(
     logs = server.logs()
     assert ONLINE_STORE_DOWN in logs
     assert "Traceback" not in logs, logs[-3000:]
+
+
+def test_api_keys_guard_every_prediction_endpoint(server: ServerHandle,
+                                                  world: World) -> None:  # noqa: F811
+    with httpx.Client(base_url=server.url, timeout=30, trust_env=False) as http:
+        for route, body in _requests(world):
+            for headers in ({}, {"Authorization": "Bearer wrong"}, {"X-API-Key": "wrong"},
+                            {"Authorization": KEYS[0]}, {"X-API-Key": KEYS[0][:-1]},
+                            {"Authorization": f"Basic {KEYS[0]}"}):
+                reply = http.post(route, json=body, headers=headers)
+                assert reply.status_code == 401, (route, headers, reply.text)
+                assert reply.json() == UNAUTHORIZED
+            for headers in ({"Authorization": f"Bearer {KEYS[0]}"},
+                            {"authorization": f"bearer {KEYS[1]}"}, {"X-API-Key": KEYS[1]}):
+                reply = http.post(route, json=body, headers=headers)
+                assert reply.status_code == 200, (route, headers, reply.text)
+        for probe in ("/livez", "/readyz", "/healthz", "/metrics", "/docs.json"):
+            assert http.get(probe).status_code == 200, probe
+    logs = server.logs()
+    assert not any(key in logs for key in KEYS)
+
+
+def test_api_key_parsing_and_matching() -> None:
+    assert api_keys({}) == [] and api_keys({"PERSONA_API_KEYS": ""}) == []
+    assert api_keys({"PERSONA_API_KEYS": " a , b,"}) == ["a", "b"]
+    with pytest.raises(ValueError, match="names no key"):
+        api_keys({"PERSONA_API_KEYS": " , "})
+    assert presented_key({b"authorization": b"Bearer  k "}) == b"k"
+    assert presented_key({b"x-api-key": b"k"}) == b"k"
+    assert presented_key({b"authorization": b"Bearer "}) is None
+    assert key_matches(b"b", [b"a", b"b"]) and not key_matches(b"c", [b"a", b"b"])
+    assert not key_matches(None, [b"a"])
 
 
 def _store_copy(world: World, name: str) -> Path:  # noqa: F811
