@@ -111,6 +111,7 @@ def test_redis_outage_is_a_fast_503_and_recovers_without_restart(
     logs = server.logs()
     assert ONLINE_STORE_DOWN in logs
     assert "Traceback" not in logs, logs[-3000:]
+    assert world.warm_users[0] not in logs  # no request bodies, so no ids and no features
 
 
 def test_api_keys_guard_every_prediction_endpoint(server: ServerHandle,
