@@ -20,7 +20,7 @@ from statistics import median
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 MARKER = "BENCH-RESULT "
-_LOAD_AT_START = round(os.getloadavg()[0], 2)  # bench.common is imported when a benchmark starts
+_started = {"load": round(os.getloadavg()[0], 2)}  # updated when the timed rounds start
 
 
 def work_dir() -> Path:
@@ -37,6 +37,7 @@ def stat(values: Sequence[float]) -> dict:
 def interleaved(rounds: int, contenders: dict[str, Callable[[], dict]]) -> dict[str, list[dict]]:
     """Run every contender once per round, rotating who goes first, so a slow spell on a shared
     machine lands on all of them rather than on one."""
+    _started["load"] = round(os.getloadavg()[0], 2)
     names = list(contenders)
     out: dict[str, list[dict]] = {name: [] for name in names}
     for r in range(rounds):
@@ -98,9 +99,9 @@ def machine() -> dict:
         "cpu_count": os.cpu_count(),
         "cpu_model": model,
         "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
-        # 1-minute load average when the benchmark started and when it ended: on 2 cores,
-        # anything above ~0.3 at the start means other work shared the machine.
-        "load_average": {"start": _LOAD_AT_START, "end": round(os.getloadavg()[0], 2)},
+        # 1-minute load average when the timed rounds started and when they ended: on 2 cores,
+        # anything above ~0.3 means other work shared the machine.
+        "load_average": {"start": _started["load"], "end": round(os.getloadavg()[0], 2)},
         "python": platform.python_version(),
         "platform": platform.platform(),
     }
