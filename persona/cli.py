@@ -12,6 +12,7 @@ from typing import Annotated
 import pandas as pd
 import typer
 
+from bench.cli import app as bench_app
 from persona.progress import console, steps
 from persona.settings import Settings
 
@@ -228,6 +229,8 @@ def demo(
 
     run(_settings(home, online), port=port)
 
+
+app.add_typer(bench_app, name="bench", help="Run the benchmarks in bench/ against their floors.")
 
 if __name__ == "__main__":
     app()
