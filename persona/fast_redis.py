@@ -1,4 +1,5 @@
-"""Feast's Redis online-store layout, written in bulk.
+"""Feast's Redis online-store layout, written in bulk and read back without Feast's response
+building.
 
 Feast 0.67's `RedisOnlineStore.online_write_batch` turns every value into a `ValueProto` object
 and every entity into a redis-py `HSET` in Python (about 3,900 entities/s here). This module writes
@@ -11,6 +12,8 @@ the same bytes, built a column at a time with numpy and Arrow, one packed pipeli
   `ValueProto` (empty for a null, and for NaN as Feast does), and `_ts:<view>` -> the serialised
   event `Timestamp`;
 * as in Feast, a row is not written when the entity's stored `_ts:<view>` is at or after its own.
+
+The read side (`entity_key`, `number`, `value`) serves the /rank path, `serving.redis_online`.
 
 Columns other than int -> INT64, float -> DOUBLE and string -> STRING go through Feast's own
 per-value conversion, so every value still gets Feast's bytes. tests/test_materialize_redis.py
@@ -28,8 +31,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from feast import FeatureView, RepoConfig
+from feast.infra.key_encoding_utils import serialize_entity_key_prefix
 from feast.infra.online_stores.helpers import _mmh3, compute_versioned_name
 from feast.infra.online_stores.redis import RedisOnlineStore, RedisOnlineStoreConfig, RedisType
+from feast.protos.feast.types.Value_pb2 import Value
 from feast.type_map import python_values_to_proto_values
 from feast.value_type import ValueType
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -39,6 +44,8 @@ BATCH_ROWS = 20_000
 # Protobuf tags (field number << 3 | wire type) of the Value and Timestamp fields written here.
 INT64_VAL, DOUBLE_VAL, STRING_VAL = 0x20, 0x29, 0x12
 SECONDS, NANOS = 0x08, 0x10
+_STRING_TYPE = struct.pack("<I", ValueType.STRING.value)
+_DOUBLE = struct.Struct("<d")
 _EMPTY = pa.scalar(b"", pa.binary())
 
 
@@ -325,3 +332,51 @@ def _ragged(matrix: np.ndarray, lengths: np.ndarray) -> pa.BinaryArray:
     np.cumsum(lengths, out=offsets[1:])
     buffers = [None, pa.py_buffer(offsets), pa.py_buffer(data)]
     return pa.Array.from_buffers(pa.binary(), rows, buffers)
+
+
+# --- reading ------------------------------------------------------------------------------------
+
+def key_prefix(join_keys: Sequence[str]) -> bytes:
+    """The part of an entity's key that names its join keys (Feast's own function)."""
+    return serialize_entity_key_prefix(list(join_keys), entity_key_serialization_version=3)
+
+
+def entity_key(prefix: bytes, values: Sequence[str], project: bytes) -> bytes:
+    """Feast's Redis key of one entity with string join keys: `prefix` from `key_prefix`, then
+    each value (in the sorted order of its join key) as type, length and UTF-8 bytes."""
+    parts = [prefix]
+    for value in values:
+        encoded = value.encode()
+        parts += [_STRING_TYPE, struct.pack("<I", len(encoded)), encoded]
+    parts.append(project)
+    return b"".join(parts)
+
+
+def number(raw: bytes | None) -> float:
+    """A stored `ValueProto` as a float, NaN for a null (an empty or missing field). Doubles and
+    int64s, all Persona's numeric features, are read from their bytes; any other kind through
+    protobuf."""
+    if not raw:
+        return np.nan
+    tag = raw[0]
+    if tag == DOUBLE_VAL and len(raw) == 9:
+        return _DOUBLE.unpack_from(raw, 1)[0]
+    if tag == INT64_VAL:
+        result = shift = 0
+        for byte in raw[1:]:
+            result |= (byte & 0x7F) << shift
+            shift += 7
+            if byte < 0x80:
+                break
+        return float(result - (1 << 64) if result >= 1 << 63 else result)
+    found = value(raw)
+    return np.nan if found is None else float(found)
+
+
+def value(raw: bytes | None) -> str | int | float | bool | bytes | None:
+    """A stored `ValueProto` as a Python scalar, None for a null."""
+    if not raw:
+        return None
+    proto = Value.FromString(raw)
+    kind = proto.WhichOneof("val")
+    return None if kind is None or kind == "null_val" else getattr(proto, kind)

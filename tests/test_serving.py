@@ -31,6 +31,7 @@ from persona.settings import Settings
 from persona.snapshots import compute_features
 from persona.store import feature_store
 from serving.online import OnlineFeatureReader
+from serving.redis_online import RedisFeatureReader
 from serving.run import ServerHandle, start_server
 from training.explain import contributions
 from training.labels import conversion_labels
@@ -337,3 +338,27 @@ def test_online_matrix_equals_point_in_time_features(
     assert rows.cold_item.tolist() == (pairs["item_id"] == "no-such-item").tolist()
     assert rows.cold_user[pairs["user_id"].isin(world.warm_users).to_numpy()].sum() == 0
     assert rows.cold_user[(pairs["user_id"] == "no-such-user").to_numpy()].all()
+
+
+def test_direct_redis_reader_serves_exactly_what_feast_returns(
+        world: World, redis_settings: Settings) -> None:
+    """The /rank path on Redis reads Feast's layout itself (serving.redis_online): over every item,
+    warm, cold and unknown users and unknown items, its matrix, cold flags and categories equal
+    those built from Feast's get_online_features, value for value."""
+    store = feature_store(redis_settings)
+    feast_reader = OnlineFeatureReader(store, SERVICE, world.features)
+    direct = RedisFeatureReader(store, SERVICE, world.features)
+    rng = np.random.default_rng(11)
+    items = [*world.items, "no-such-item", "", "ünï\u0000code"]
+    users = [*rng.choice(world.warm_users, len(items) - 60),
+             *rng.choice(world.shop.users["user_id"], 50), *["no-such-user"] * 10]
+    users = [str(u) for u in users]
+    want, got = feast_reader.rows(users, items), direct.rows(users, items)
+    np.testing.assert_array_equal(got.matrix, want.matrix)
+    assert got.cold_user.tolist() == want.cold_user.tolist()
+    assert got.cold_item.tolist() == want.cold_item.tolist()
+    assert direct.categories(items) == feast_reader.categories(items)
+    one = world.warm_users[0]
+    np.testing.assert_array_equal(direct.for_user(one, items).matrix,
+                                  feast_reader.for_user(one, items).matrix)
+    assert (~np.isnan(got.matrix)).sum() > got.matrix.size / 2  # mostly real values compared
