@@ -30,6 +30,7 @@ from serving.online import (
     ITEM_KEY,
     USER_KEY,
     FeatureRows,
+    OnlineFeatureReader,
     resolve_service,
 )
 
@@ -56,6 +57,15 @@ class _Hash:
         if view not in self.stamps:
             self.stamps[view] = len(self.fields)
             self.fields.append(f"_ts:{view}".encode())
+
+
+def online_reader(store: FeatureStore, feature_service: str,
+                  columns: Sequence[str]) -> OnlineFeatureReader | RedisFeatureReader:
+    """The reader /rank and /predict use: the direct one where Feast's layout is a single Redis
+    server's, Feast's get_online_features elsewhere (SQLite, Redis Cluster or Sentinel)."""
+    if fast_redis.supports(store.config):
+        return RedisFeatureReader(store, feature_service, columns)
+    return OnlineFeatureReader(store, feature_service, columns)
 
 
 class RedisFeatureReader:

@@ -13,11 +13,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from serving.online import OnlineFeatureReader
+from serving.redis_online import RedisFeatureReader
 from serving.schemas import (
     REASONS_PER_SCORE,
+    Prediction,
     PredictRequest,
     PredictResponse,
-    Prediction,
     RankedItem,
     RankRequest,
     RankResponse,
@@ -50,7 +51,7 @@ class Scorer:
     """A loaded booster and the reader that builds its input matrix."""
 
     booster: xgb.Booster
-    reader: OnlineFeatureReader
+    reader: OnlineFeatureReader | RedisFeatureReader
     model_tag: str
 
     def probabilities(self, matrix: np.ndarray) -> np.ndarray:

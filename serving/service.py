@@ -135,8 +135,8 @@ class PersonaService:
         from persona.settings import Settings
         from persona.store import feature_store
         from persona.tags import TagBook
-        from serving.online import OnlineFeatureReader
         from serving.profiles import Profiler
+        from serving.redis_online import online_reader
         from serving.scoring import Scorer
         from serving.users import ProfileReader
 
@@ -147,7 +147,7 @@ class PersonaService:
             booster = load_booster(stored)
             check_inputs(booster, metadata["features"], str(stored.tag))
             try:
-                reader = OnlineFeatureReader(store, metadata["feature_service"],
+                reader = online_reader(store, metadata["feature_service"],
                                              metadata["features"])
             except ValueError as exc:
                 raise ModelRefused(f"model {stored.tag} does not match the registered feature "
