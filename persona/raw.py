@@ -1,11 +1,16 @@
 """Reading a shop's raw directory into frames that follow the data contract.
 
-Every way a file can break the contract is reported with the file, the column and example rows;
-columns outside the contract are dropped with a warning naming them.
+Every way a file can break the contract is reported with the file, the column and example rows
+(rows count from 0, header excluded: the frame's index); columns outside the contract are dropped
+with a warning naming them. CSV files are comma-separated UTF-8: other delimiters and encodings
+are refused rather than guessed, since a wrong guess silently garbles prices and text.
 """
 
 from __future__ import annotations
 
+import codecs
+import csv
+import io
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +20,12 @@ import pandas as pd
 from persona.contract import EVENTS, ITEMS, TABLES, USERS, ContractError, TableSpec, find_table
 
 log = logging.getLogger(__name__)
+
+# Delimiters that give away a CSV written for another locale or tool (one column, name and all).
+FOREIGN_DELIMITERS = (";", "\t", "|")
+# A time of day followed by an explicit UTC offset: 'Z', '+02', '+0200' or '+02:00'.
+TIME_WITH_OFFSET = r"\d{1,2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?\s*(?:[zZ]|[+-]\d{2}(?::?\d{2})?)$"
+TIME_OF_DAY = r"\d{1,2}:\d{2}"
 
 
 @dataclass(frozen=True)
@@ -28,19 +39,64 @@ class RawTables:
 def _load(path: Path, spec: TableSpec) -> pd.DataFrame:
     try:
         if path.suffix == ".csv":
-            return pd.read_csv(path, dtype={c: "string" for c in spec.strings}, keep_default_na=True)
+            return _read_csv(path, spec)
         return pd.read_parquet(path)
-    except Exception as exc:  # unreadable file: truncated Parquet, bad encoding, ...
-        raise ContractError(f"{path}: cannot read {spec.name} table: {exc}") from exc
+    except ContractError:
+        raise
+    except UnicodeDecodeError as exc:
+        raise _not_utf8(path, spec) from exc
+    except Exception as exc:  # unreadable file: truncated or corrupt Parquet, ragged CSV, ...
+        raise ContractError(f"{path}: cannot read the {spec.name} table "
+                            f"(truncated or corrupt file?): {exc}") from exc
+
+
+def _read_csv(path: Path, spec: TableSpec) -> pd.DataFrame:
+    """A UTF-8, comma-separated file. UTF-16 is caught up front: without a byte-order mark its
+    NUL bytes are valid UTF-8, and pandas would read garbage column names."""
+    with path.open("rb") as handle:
+        head = handle.read(4096)
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or b"\x00" in head:
+        raise ContractError(f"{path}: the {spec.name} table is UTF-16 (or binary), not UTF-8 "
+                            "text; save it as UTF-8 CSV")
+    df = pd.read_csv(path, dtype={c: "string" for c in spec.strings}, encoding="utf-8")
+    if len(df.columns) == 1:
+        header = str(df.columns[0])
+        for sep in FOREIGN_DELIMITERS:
+            if sep in header:
+                raise ContractError(f"{path}: the {spec.name} table reads as one column "
+                                    f"{header!r}: it looks {sep!r}-separated; Persona reads "
+                                    "comma-separated CSV")
+    return df
+
+
+def _not_utf8(path: Path, spec: TableSpec) -> ContractError:
+    """Where a CSV file is not UTF-8 (latin-1, cp1252, ...): the columns and rows whose bytes do
+    not decode, found by decoding again with replacement characters."""
+    text = path.read_bytes().decode("utf-8", errors="replace")
+    reader = csv.reader(io.StringIO(text))
+    header = next(reader)
+    cells = [(row, header[col] if col < len(header) else f"field {col + 1}", value)
+             for row, fields in enumerate(reader) for col, value in enumerate(fields)
+             if "\ufffd" in value]
+    if not cells:
+        return ContractError(f"{path}: the {spec.name} table's header {header} is not UTF-8; "
+                             "save the file as UTF-8")
+    columns = sorted({column for _, column, _ in cells})
+    where = sorted({row for row, _, _ in cells})
+    return ContractError(f"{path}: the {spec.name} table is not UTF-8 (latin-1 or another 8-bit "
+                         f"encoding?) in column(s) {columns} at rows {where[:5]}: "
+                         f"{[value for *_, value in cells[:3]]}; save the file as UTF-8")
 
 
 def parse_timestamps(values: pd.Series, where: str) -> pd.Series:
-    """Dates, ISO-8601 strings (offset or not: UTC when none) or epoch seconds -> UTC timestamps."""
+    """Dates, ISO-8601 strings (offset or not: UTC when none) or epoch seconds -> UTC timestamps.
+    Strings with and without an offset may not share a column (see `_refuse_mixed_zones`)."""
     if pd.api.types.is_datetime64_any_dtype(values):
         parsed = values.dt.tz_localize("UTC") if values.dt.tz is None else values.dt.tz_convert("UTC")
     elif pd.api.types.is_numeric_dtype(values):
         parsed = pd.to_datetime(values, unit="s", utc=True, errors="coerce")
     else:
+        _refuse_mixed_zones(values, where)
         parsed = pd.to_datetime(values, utc=True, errors="coerce", format="ISO8601")
     bad = parsed.isna() & values.notna()
     if bad.any():
@@ -48,6 +104,22 @@ def parse_timestamps(values: pd.Series, where: str) -> pd.Series:
         raise ContractError(f"{where}: unparseable timestamps at rows "
                             f"{bad[bad].index[:3].tolist()}: {examples}")
     return parsed.astype("datetime64[ns, UTC]")
+
+
+def _refuse_mixed_zones(values: pd.Series, where: str) -> None:
+    """Different offsets are fine (each value converts to UTC) and a bare date means midnight UTC,
+    but a time of day without an offset next to ones with an offset is ambiguous: it was most
+    likely local time, and reading it as UTC would shift it by hours."""
+    text = values.dropna().astype(str).astype("string[pyarrow]")
+    aware = text.str.contains(TIME_WITH_OFFSET)
+    if not aware.any() or aware.all():
+        return
+    naive = text[~aware & text.str.contains(TIME_OF_DAY)]
+    if len(naive):
+        raise ContractError(f"{where}: {len(naive)} timestamp(s) without a UTC offset at rows "
+                            f"{naive.index[:3].tolist()} ({naive.head(3).tolist()}) next to "
+                            f"timestamps with one (e.g. {text[aware].iloc[0]!r}): their time zone "
+                            "is ambiguous; give every value an offset, or none (then UTC)")
 
 
 def _normalise(df: pd.DataFrame, spec: TableSpec, path: Path) -> pd.DataFrame:
@@ -67,13 +139,18 @@ def _normalise(df: pd.DataFrame, spec: TableSpec, path: Path) -> pd.DataFrame:
     return out.reset_index(drop=True)
 
 
-def _numeric(df: pd.DataFrame, col: str, path: Path, dtype: str) -> pd.Series:
+def _numeric(df: pd.DataFrame, col: str, path: Path, whole: bool = False) -> pd.Series:
+    """`col` as float64; text (e.g. a decimal comma) or, when `whole`, a fraction is refused
+    rather than coerced, naming the rows: quantity 1.5 must not quietly become 1."""
     values = pd.to_numeric(df[col], errors="coerce")
     bad = values.isna() & df[col].notna()
+    if whole:
+        bad |= values.notna() & (values % 1 != 0)
     if bad.any():
-        raise ContractError(f"{path}: column {col} is not numeric at rows "
+        kind = "a whole number" if whole else "numeric"
+        raise ContractError(f"{path}: column {col} is not {kind} at rows "
                             f"{bad[bad].index[:3].tolist()}: {df[col][bad].head(3).tolist()}")
-    return values.astype(dtype) if dtype == "float64" else values
+    return values.astype("float64")
 
 
 def read_raw(raw_dir: Path) -> RawTables:
@@ -82,14 +159,14 @@ def read_raw(raw_dir: Path) -> RawTables:
     paths = {name: find_table(raw_dir, name) for name in TABLES}
     users = _normalise(_load(paths["users"], USERS), USERS, paths["users"])
     items = _normalise(_load(paths["items"], ITEMS), ITEMS, paths["items"])
-    items["list_price"] = _numeric(items, "list_price", paths["items"], "float64")
+    items["list_price"] = _numeric(items, "list_price", paths["items"])
     events = _normalise(_load(paths["events"], EVENTS), EVENTS, paths["events"])
     if "quantity" not in events.columns:
         events["quantity"] = 1
-    events["quantity"] = _numeric(events, "quantity", paths["events"], "Int64").fillna(1).astype("int64")
+    events["quantity"] = _numeric(events, "quantity", paths["events"], whole=True).fillna(1).astype("int64")
     if "price" not in events.columns:
         events["price"] = events["item_id"].map(items.set_index("item_id")["list_price"])
-    events["price"] = _numeric(events, "price", paths["events"], "float64")
+    events["price"] = _numeric(events, "price", paths["events"])
     for col in USERS.optional:
         if col not in users.columns:
             users[col] = None
