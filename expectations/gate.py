@@ -39,25 +39,31 @@ RESULT_FORMAT = {"result_format": "SUMMARY", "partial_unexpected_count": MAX_EXA
 
 @dataclass
 class Failure:
-    """One failed expectation, with a few of the values (or rows) that broke it."""
+    """One failed expectation, with a few of the values (or rows) that broke it and their row
+    numbers (the frame's index) when GX reports them."""
 
     expectation: str
     column: str | None
     examples: list = field(default_factory=list)
     detail: str = ""  # what went wrong, examples included, as the error message shows it
+    rows: list = field(default_factory=list)
 
     def __str__(self) -> str:
         return f"{self.expectation}: {self.detail}" if self.detail else self.expectation
 
 
 class DataQualityError(Exception):
-    """A frame failed its gate. The message names every failed expectation with examples."""
+    """A frame failed its gate. The message names the file it came from (when known) and every
+    failed expectation with examples."""
 
-    def __init__(self, suite: str, failures: list[Failure], docs_path: Path | None = None) -> None:
+    def __init__(self, suite: str, failures: list[Failure], docs_path: Path | None = None,
+                 source: Path | None = None) -> None:
         self.suite = suite
         self.failures = failures
         self.docs_path = docs_path
-        lines = [f"data-quality gate {suite!r} failed {len(failures)} expectation(s):"]
+        self.source = source
+        where = f" on {source}" if source else ""
+        lines = [f"data-quality gate {suite!r} failed {len(failures)} expectation(s){where}:"]
         lines += [f"  - {failure}" for failure in failures]
         lines.append(f"Data Docs: {docs_path}" if docs_path else "Data Docs: not built")
         super().__init__("\n".join(lines))
@@ -83,11 +89,13 @@ class GateResult:
 
 
 def run_gate(
-    suite: gx.ExpectationSuite, df: pd.DataFrame, docs_dir: Path | None = None
+    suite: gx.ExpectationSuite, df: pd.DataFrame, docs_dir: Path | None = None,
+    source: Path | None = None,
 ) -> GateResult:
     """Validate `df` against `suite`; build Data Docs under `docs_dir` when given.
 
-    Raises DataQualityError naming each failed expectation when any expectation fails.
+    Raises DataQualityError naming each failed expectation (and `source`, the file `df` was read
+    from, when given) when any expectation fails.
     The caller's suite is copied, not bound to a context, so it can be run again.
     """
     context = _context(Path(docs_dir) if docs_dir is not None else None)
@@ -116,7 +124,7 @@ def run_gate(
     ((key, result),) = run.run_results.items()
     docs_path = _docs_path(context, key, Path(docs_dir)) if docs_dir is not None else None
     if not result.success:
-        raise DataQualityError(suite.name, failures(result), docs_path)
+        raise DataQualityError(suite.name, failures(result), docs_path, source)
     return GateResult(suite.name, True, dict(result.statistics), docs_path)
 
 
@@ -224,9 +232,11 @@ def _failure(r: ExpectationValidationResult) -> Failure:
         return Failure(call, column, [], f"could not be evaluated: {error}")
     if "partial_unexpected_list" in result:
         examples = list(result["partial_unexpected_list"])[:MAX_EXAMPLES]
+        rows = list(result.get("partial_unexpected_index_list") or [])[:MAX_EXAMPLES]
+        at = f" at rows {rows}" if rows else ""
         detail = (f"{result.get('unexpected_count')} of {result.get('element_count')} rows "
-                  f"unexpected, e.g. {_format_examples(examples)}")
-        return Failure(call, column, examples, detail)
+                  f"unexpected{at}, e.g. {_format_examples(examples)}")
+        return Failure(call, column, examples, detail, rows)
     if "observed_value" in result:
         observed = result["observed_value"]
         return Failure(call, column, [observed], f"observed {_format_example(observed)}")

@@ -19,11 +19,11 @@ from persona.raw import RawTables
 def check_raw(raw: RawTables, now: pd.Timestamp, docs_dir: Path) -> dict[str, dict]:
     """Users and items first, then events against the known ids (referential integrity)."""
     results = {
-        "raw.users": run_gate(users_suite(now), raw.users, docs_dir),
-        "raw.items": run_gate(items_suite(now), raw.items, docs_dir),
+        "raw.users": run_gate(users_suite(now), raw.users, docs_dir, raw.paths["users"]),
+        "raw.items": run_gate(items_suite(now), raw.items, docs_dir, raw.paths["items"]),
         "raw.events": run_gate(
             events_suite(now, known_users=set(raw.users["user_id"]), known_items=set(raw.items["item_id"])),
-            raw.events, docs_dir),
+            raw.events, docs_dir, raw.paths["events"]),
     }
     return {name: result.summary() for name, result in results.items()}
 
