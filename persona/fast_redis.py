@@ -84,10 +84,10 @@ class _Wire:
     come back through a hiredis reader fed straight from the socket (a Python call per reply
     through redis-py cost about as much as everything else put together)."""
 
-    def __init__(self, connection) -> None:
+    def __init__(self, connection, buffer_size: int = 1 << 20) -> None:
         self.socket = connection._sock
         self.reader = hiredis.Reader()
-        self.buffer = bytearray(1 << 20)
+        self.buffer = bytearray(buffer_size)
 
     def send(self, commands: pa.BinaryArray) -> None:
         """The array's bytes, back to back, in one write."""
@@ -380,3 +380,33 @@ def value(raw: bytes | None) -> str | int | float | bool | bytes | None:
     proto = Value.FromString(raw)
     kind = proto.WhichOneof("val")
     return None if kind is None or kind == "null_val" else getattr(proto, kind)
+
+
+def hmget_parts(fields: Sequence[bytes]) -> tuple[bytes, bytes]:
+    """The constant head and tail of an `HMGET <key> <fields...>` in RESP, packed once so that
+    a request only adds its keys."""
+    head = b"*%d\r\n$5\r\nHMGET\r\n" % (len(fields) + 2)
+    return head, b"".join(_bulk_constant(name) for name in fields)
+
+
+def hmget(parts: tuple[bytes, bytes], key: bytes) -> bytes:
+    """One packed HMGET of the fields `parts` was made for."""
+    return b"%s$%d\r\n%s\r\n%s" % (parts[0], len(key), key, parts[1])
+
+
+def pipeline(client, commands: Sequence[bytes]) -> list:
+    """Send packed commands in one write over one of the client's pooled connections and read
+    every reply with hiredis: redis-py's own pipeline spends more time per command in Python
+    than Redis spends answering it. The connection's socket timeout bounds the wait; on any
+    failure the connection is dropped, so the next call reconnects."""
+    pool = client.connection_pool
+    connection = pool.get_connection()
+    try:
+        wire = _Wire(connection, buffer_size=1 << 16)
+        wire.socket.sendall(b"".join(commands))
+        return wire.replies(len(commands))
+    except BaseException:
+        connection.disconnect()
+        raise
+    finally:
+        pool.release(connection)

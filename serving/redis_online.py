@@ -4,7 +4,7 @@
 building and per-value conversion cost most of a /rank request (STACK-NOTES: 8.6 of 14.6 ms for
 1 user + 50 items). On a Redis online store this reader does the same reads itself. The registry
 is read once, at start-up, into a plan: which hash fields of which entity keys feed which model
-column. A request is then two redis-py pipelines (the user and the items; then the user x
+column. A request is then two pipelines (the user and the items; then the user x
 category rows of the items' categories), decoded straight into the matrix. On-demand features
 come from the on-demand view's own transform, the function Feast runs for training and
 get_online_features. Every value equals what get_online_features returns (tests/test_serving.py
@@ -52,6 +52,11 @@ class _Hash:
         if name not in self.fields:
             self.fields.append(name)
         return self.fields.index(name)
+
+    @property
+    def command(self) -> tuple[bytes, bytes]:
+        """The packed HMGET of `fields` (see `persona.fast_redis.hmget_parts`)."""
+        return fast_redis.hmget_parts(self.fields)
 
     def stamp_of(self, view: str) -> None:
         if view not in self.stamps:
@@ -121,6 +126,7 @@ class RedisFeatureReader:
         if catalog is None or CATALOG_VIEW not in catalog.stamps:
             raise ValueError(f"feature service {feature_service!r} reads no {CATALOG_VIEW}")
         self._category_field = catalog.field_of(CATALOG_VIEW, CATEGORY_KEY)
+        self._commands = {keys: plan.command for keys, plan in self._hashes.items()}
 
     def for_user(self, user_id: str, item_ids: Sequence[str]) -> FeatureRows:
         """One user against candidate items (the /rank case)."""
@@ -153,10 +159,11 @@ class RedisFeatureReader:
                 matrix[:, list(columns)] = decoded.reshape(-1, len(fields))[rows.take]
             for index, name, text in plan.inputs:
                 decode = fast_redis.value if text else fast_redis.number
-                distinct = [decode(raw[index]) for raw in rows.distinct]
-                inputs[name] = [distinct[i] for i in rows.take]
+                distinct = np.array([decode(raw[index]) for raw in rows.distinct],
+                                    dtype=object if text else np.float64)
+                inputs[name] = distinct[rows.take]
         for join_key in (USER_KEY, ITEM_KEY, CATEGORY_KEY):
-            inputs.setdefault(join_key, keys[join_key])
+            inputs.setdefault(join_key, np.array(keys[join_key], dtype=object))
         frame = pd.DataFrame(inputs)
         for odfv, outputs in self._transforms:
             computed = odfv.feature_transformation.udf(frame)
@@ -185,16 +192,16 @@ class RedisFeatureReader:
     def _read(self, plans: Sequence[_Hash], keys: dict[str, list[str]]) -> dict:
         """One pipeline of HMGETs, one per distinct entity of each plan; each plan's answer
         expanded back to one row per pair."""
-        pipe = self._client.pipeline(transaction=False)
-        wanted = []
+        commands, wanted = [], []
         for plan in plans:
             tuples = list(zip(*(keys[k] for k in plan.join_keys)))
             distinct = list(dict.fromkeys(tuples))
-            for values in distinct:
-                pipe.hmget(fast_redis.entity_key(plan.prefix, values, self._project),
-                           plan.fields)
+            command = self._commands[plan.join_keys]
+            commands += [fast_redis.hmget(command, fast_redis.entity_key(plan.prefix, values,
+                                                                          self._project))
+                         for values in distinct]
             wanted.append((plan, tuples, distinct))
-        replies = pipe.execute()
+        replies = fast_redis.pipeline(self._client, commands)
         out, offset = {}, 0
         for plan, tuples, distinct in wanted:
             index = {values: i for i, values in enumerate(distinct)}

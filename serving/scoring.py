@@ -19,10 +19,8 @@ from serving.schemas import (
     Prediction,
     PredictRequest,
     PredictResponse,
-    RankedItem,
     RankRequest,
     RankResponse,
-    Reason,
 )
 from training.explain import contributions, top_reasons
 
@@ -37,13 +35,15 @@ def probabilities(booster: xgb.Booster, matrix: np.ndarray) -> np.ndarray:
     return np.asarray(booster.inplace_predict(matrix, missing=np.nan), dtype=np.float64)
 
 
-def reasons(booster: xgb.Booster, columns: list[str], matrix: np.ndarray) -> list[list[Reason]]:
-    """The top contributing inputs of every row, from one contributions call for the matrix."""
+def reasons(booster: xgb.Booster, columns: list[str], matrix: np.ndarray) -> list[list[dict]]:
+    """The top contributing inputs of every row, from one contributions call for the matrix;
+    as the fields of `Reason`, which the response model validates in one pass."""
     if len(matrix) == 0:
         return []
-    top = top_reasons(columns, matrix, contributions(booster, matrix), REASONS_PER_SCORE)
-    return [[Reason(feature=r.feature, value=r.value, contribution=r.contribution) for r in row]
-            for row in top]
+    top = top_reasons(columns, matrix, contributions(booster, matrix, nthread=1),
+                      REASONS_PER_SCORE)
+    return [[{"feature": r.feature, "value": r.value, "contribution": r.contribution}
+             for r in row] for row in top]
 
 
 @dataclass(frozen=True)
@@ -58,23 +58,23 @@ class Scorer:
         """P(conversion) per row."""
         return probabilities(self.booster, matrix)
 
-    def reasons(self, matrix: np.ndarray) -> list[list[Reason]]:
+    def reasons(self, matrix: np.ndarray) -> list[list[dict]]:
         return reasons(self.booster, self.reader.columns, matrix)
 
     def rank(self, request: RankRequest) -> RankResponse:
         item_ids = list(dict.fromkeys(request.item_ids))  # dedupe, first occurrence kept
         rows = self.reader.for_user(request.user_id, item_ids)
-        scores = self.probabilities(rows.matrix)
+        p = self.probabilities(rows.matrix)
+        scores = p.tolist()
         why = self.reasons(rows.matrix)
-        order = np.argsort(-scores, kind="stable")  # ties keep the request's order
-        items = [
-            RankedItem(item_id=item_ids[i], score=float(scores[i]),
-                       cold_item=bool(rows.cold_item[i]), reasons=why[i])
-            for i in order
-        ]
+        order = np.argsort(-p, kind="stable")  # ties keep the request's order
+        cold_item = rows.cold_item.tolist()
+        items = [{"item_id": item_ids[i], "score": scores[i], "cold_item": cold_item[i],
+                  "reasons": why[i]} for i in order.tolist()]
         cold_user = bool(rows.cold_user[0]) if len(rows.cold_user) else True
-        return RankResponse(user_id=request.user_id, model_tag=self.model_tag,
-                            cold_user=cold_user, items=items)
+        # One validation of plain fields (pydantic's core) instead of a model per item and reason.
+        return RankResponse.model_validate({"user_id": request.user_id, "model_tag": self.model_tag,
+                                            "cold_user": cold_user, "items": items})
 
     def predict(self, request: PredictRequest) -> PredictResponse:
         users = [p.user_id for p in request.pairs]

@@ -225,6 +225,11 @@ class PersonaService:
         """Rank candidate items for a shopper by the probability that a view converts to a purchase within 7 days, highest first. Unknown shoppers and items are scored with their features missing and flagged `cold_user` / `cold_item`."""  # noqa: E501 (one line: it is the OpenAPI description)
         return self._answer(self.scorer.rank, request)
 
+    @bentoml.api(route="/echo")
+    def echo(self, request: RankRequest, /) -> dict:
+        """Takes a /rank request and answers its user id and number of candidate items without reading features or scoring: what HTTP, JSON and validation cost alone, the floor /rank's speed is measured against (bench/rank_http.py)."""  # noqa: E501 (one line: it is the OpenAPI description)
+        return {"user_id": request.user_id, "item_ids": len(request.item_ids)}
+
     @bentoml.api(route="/predict")
     def predict(self, request: PredictRequest, /) -> PredictResponse:
         """Conversion probability for each (user, item) pair, in request order."""
