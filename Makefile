@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 export GX_ANALYTICS_ENABLED := False
 export OMP_WAIT_POLICY := PASSIVE
 
-.PHONY: install demo test bench redis-server clean
+.PHONY: install demo test bench system-packages clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,20 +16,22 @@ $(BIN)/.installed: pyproject.toml
 
 install: $(BIN)/.installed
 
-# Tests start their own redis-server on a free port; install Debian's package when it is missing.
-redis-server:
-	@command -v redis-server >/dev/null || (apt-get update -qq && apt-get install -y -qq redis-server)
+# Tests and benchmarks start their own redis-server on a free port and load the service with wrk;
+# install Debian's packages of whichever is missing.
+system-packages:
+	@missing="$$(for tool in redis-server wrk; do command -v $$tool >/dev/null || echo $$tool; done)"; \
+	if [ -n "$$missing" ]; then apt-get update -qq && apt-get install -y -qq $$missing; fi
 
 demo: install
 	$(BIN)/persona demo
 
-test: install redis-server
+test: install system-packages
 	$(BIN)/python -m pytest -q
 
 # Every benchmark in bench/ (or BENCH="retrieval materialize"), each against its floor in the same
 # run; results in bench/results/*.json, then the README's Performance table. Start their own Redis.
 BENCH ?=
-bench: install redis-server
+bench: install system-packages
 	$(BIN)/python -m bench $(BENCH)
 
 clean:

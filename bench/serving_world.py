@@ -49,21 +49,26 @@ class ServingWorld:
 
 def prepare(root: Path, quick: bool = False) -> ServingWorld:
     """The world under `root` (built on the first call, then reused)."""
+    from persona.locking import exclusive
+
     home = root / ("serving-quick" if quick else "serving")
     os.environ["BENTOML_HOME"] = str(home / "bentoml")
     settings = Settings(home=home, reports_dir=home / "reports")
-    marker = home / "world.json"
-    if marker.exists():
-        saved = json.loads(marker.read_text())
-        return ServingWorld(settings, **saved)
+    home.mkdir(parents=True, exist_ok=True)
+    with exclusive(root / f"{home.name}.lock", wait_seconds=600):  # benchmarks run side by side
+        return _load_or_build(settings, home / "world.json", quick)
 
+
+def _load_or_build(settings: Settings, marker: Path, quick: bool) -> ServingWorld:
+    if marker.exists():
+        return ServingWorld(settings, **json.loads(marker.read_text()))
     from persona.generate import generate_shop, write_shop
     from persona.ingest import ingest
     from training.pipeline import train
 
     shop = generate_shop(**(QUICK_SHOP if quick else SHOP))
-    write_shop(shop, home / "raw")
-    ingest(settings, home / "raw")
+    write_shop(shop, settings.home / "raw")
+    ingest(settings, settings.home / "raw")
     tag = train(settings, task="conversion").tag
     events = shop.events
     last_week = events[events["event_timestamp"] >= events["event_timestamp"].max()

@@ -80,7 +80,7 @@ def run(url: str, path: str, bodies: list[dict], seconds: float, connections: in
     try:
         done = subprocess.run(
             [binary, "-t", str(min(threads, connections)), "-c", str(connections),
-             "-d", f"{max(int(round(seconds)), 1)}s", "--timeout", f"{timeout_s:g}s",
+             "-d", f"{max(round(seconds), 1)}s", "--timeout", f"{timeout_s:g}s",
              "-s", handle.name, url],
             capture_output=True, text=True, timeout=seconds + 60, check=False)
     finally:

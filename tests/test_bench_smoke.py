@@ -47,8 +47,9 @@ def test_result_is_complete(results: Path, name: str) -> None:
     assert document["machine"]["cpu_count"] >= 1 and document["git"]["revision"]
     for stat in _stats(document["figures"]):
         assert stat["min"] <= stat["median"] <= stat["max"] and len(stat["runs"]) >= 1
-    (line,) = document["table"]
-    assert line["peak_rss"].endswith("MB") and line["ratio"]
+    assert document["table"]
+    for line in document["table"]:
+        assert "MB" in line["peak_rss"] and line["ratio"] and isinstance(line["met"], bool)
 
 
 def _stats(figures: dict) -> list[dict]:
@@ -71,8 +72,32 @@ def test_materialize_reads_back_through_feast(results: Path) -> None:
 
 def test_table_renders_every_result(results: Path) -> None:
     text = table.render(table.load(results))
-    assert text.count("\n| ") == len(NAMES)  # one line per target under the header
+    lines = sum(len(result["table"]) for result in table.load(results))
+    assert text.count("\n| ") == lines >= len(NAMES)  # every result's lines under the header
     assert all(f"`{name}`" in text for name in NAMES)
+
+
+def test_rank_http_compares_with_the_no_op_endpoint_and_has_no_errors(results: Path) -> None:
+    document = json.loads((results / "rank_http.json").read_text())
+    figures = document["figures"]
+    assert figures["rank_c8"]["requests"]["median"] > 0 < figures["echo_c8"]["requests"]["median"]
+    assert document["errors"] == 0 and document["ratios"]["throughput"] > 0
+
+
+def test_load_survives_a_redis_restart_with_only_503s(results: Path) -> None:
+    """The short version of bench.load: a sustained run without errors, then Redis stopped and
+    started under load: every failure a 503 with the service's JSON body, answers back after."""
+    figures = json.loads((results / "load.json").read_text())["figures"]
+    steady, outage = figures["sustained"], figures["outage"]
+    assert steady["errors"] == 0 and steady["requests"] > 0
+    assert set(outage["statuses"]) <= {"200", "503"} and "503" in outage["statuses"]
+    assert outage["recovered_after_s"] is not None
+    assert "online store unavailable" in outage["example_503"][0]
+
+
+def test_scoring_floor_and_persona_score_both_sizes(results: Path) -> None:
+    document = json.loads((results / "scoring.json").read_text())
+    assert set(document["ratios"]) == {"50", "500"} and all(document["ratios"].values())
 
 
 def test_cli_rejects_unknown_names() -> None:
