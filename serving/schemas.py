@@ -2,6 +2,11 @@
 
 Limits are enforced here, by Pydantic, so an oversized or malformed request is refused with a
 4xx and a message before any feature is read.
+
+Ids are opaque strings: any Unicode is accepted except control characters (C0, DEL and C1). No
+real id carries one, and they are what log and terminal injection are made of; so an id with one
+is refused with a 400 that says why instead of being looked up and answered as an unknown, cold
+shopper or item.
 """
 
 from __future__ import annotations
@@ -16,7 +21,13 @@ MAX_PREDICT_PAIRS = 1000
 MAX_PROPENSITY_USERS = 1000
 REASONS_PER_SCORE = 3
 
-Id = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+MAX_ID_CHARS = 256
+ID_RULES = (f"1-{MAX_ID_CHARS} characters, no control characters: U+0000-U+001F and "
+            "U+007F-U+009F are refused")
+
+Id = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_CHARS,
+                                      pattern=r"^[^\x00-\x1f\x7f-\x9f]*$"),
+               Field(description=f"An id: {ID_RULES}.")]
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
@@ -45,12 +56,13 @@ Reasons = Annotated[list[Reason], Field(
 
 
 class RankRequest(_Strict):
-    user_id: Id = Field(description="The shopper to rank items for (1-256 characters).")
+    user_id: Id = Field(description=f"The shopper to rank items for ({ID_RULES}).")
     item_ids: list[Id] = Field(
         min_length=1,
         max_length=MAX_RANK_ITEMS,
-        description=f"Candidate item ids, 1 to {MAX_RANK_ITEMS}. Duplicates are removed (the "
-                    "first occurrence is kept), so the response lists each item once.",
+        description=f"Candidate item ids, 1 to {MAX_RANK_ITEMS} ({ID_RULES}). Duplicates are "
+                    "removed (the first occurrence is kept), so the response lists each item "
+                    "once.",
     )
 
 
@@ -78,8 +90,8 @@ class RankResponse(_Strict):
 
 
 class Pair(_Strict):
-    user_id: Id = Field(description="A shopper id (1-256 characters).")
-    item_id: Id = Field(description="An item id (1-256 characters).")
+    user_id: Id = Field(description=f"A shopper id ({ID_RULES}).")
+    item_id: Id = Field(description=f"An item id ({ID_RULES}).")
 
 
 class PredictRequest(_Strict):
@@ -114,7 +126,7 @@ class PropensityRequest(_Strict):
     user_ids: list[Id] = Field(
         min_length=1,
         max_length=MAX_PROPENSITY_USERS,
-        description=f"Shopper ids, 1 to {MAX_PROPENSITY_USERS} (1-256 characters each); "
+        description=f"Shopper ids, 1 to {MAX_PROPENSITY_USERS} ({ID_RULES}); "
                     "answered in the same order, duplicates included.",
     )
 
@@ -144,7 +156,7 @@ class PropensityResponse(_Strict):
 
 
 class ProfileRequest(_Strict):
-    user_id: Id = Field(description="The shopper to describe (1-256 characters).")
+    user_id: Id = Field(description=f"The shopper to describe ({ID_RULES}).")
 
 
 FeatureValue = str | int | float | bool | None
