@@ -25,7 +25,7 @@ from serving.schemas import (
     PropensityResponse,
     UserPropensity,
 )
-from serving.scoring import probabilities, reasons
+from serving.scoring import explained
 from serving.users import ProfileReader, UserFeatureReader
 
 if TYPE_CHECKING:
@@ -76,8 +76,7 @@ class PropensityScorer:
 
     def scores(self, user_ids: Sequence[str]) -> list[UserPropensity]:
         rows = self.reader.rows(user_ids)
-        p = probabilities(self.booster, rows.matrix)
-        why = reasons(self.booster, self.reader.columns, rows.matrix)
+        p, why = explained(self.booster, self.reader.columns, rows.matrix)
         return [
             UserPropensity(user_id=user, propensity=float(prob), cold_user=bool(cold),
                            churn_risk=None if cold else 1.0 - float(prob), reasons=r)

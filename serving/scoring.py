@@ -1,4 +1,5 @@
-"""Scoring requests: online features -> booster -> response models, each score with its reasons.
+"""Scoring requests: online features -> booster -> the response models' fields, each score with
+its reasons.
 No BentoML here, so the same code runs in the service and in plain tests.
 
 Reasons come from `training.explain` (XGBoost's per-row contributions), computed once per request
@@ -14,78 +15,73 @@ import numpy as np
 
 from serving.online import OnlineFeatureReader
 from serving.redis_online import RedisFeatureReader
-from serving.schemas import (
-    REASONS_PER_SCORE,
-    Prediction,
-    PredictRequest,
-    PredictResponse,
-    RankRequest,
-    RankResponse,
-)
-from training.explain import contributions, top_reasons
+from serving.schemas import REASONS_PER_SCORE, PredictRequest, RankRequest
+from training.explain import contributions, top_contributions
 
 if TYPE_CHECKING:
     import xgboost as xgb
 
 
-def probabilities(booster: xgb.Booster, matrix: np.ndarray) -> np.ndarray:
-    """P(positive) per row; `inplace_predict` skips building a DMatrix."""
+def explained(booster: xgb.Booster, columns: list[str],
+              matrix: np.ndarray) -> tuple[np.ndarray, list[list[dict]]]:
+    """P(positive) per row and its top reasons (the fields of `Reason`), from one pass over the
+    trees: a row's contributions and the bias sum to its margin (XGBoost's identity, checked in
+    the tests), whose sigmoid is the probability of a binary:logistic model, which every Persona
+    model is (`serving.service.load_booster` refuses others). A separate prediction cost 0.2 ms
+    for 50 rows and 1.1 ms for 500."""
     if len(matrix) == 0:
-        return np.empty(0)
-    return np.asarray(booster.inplace_predict(matrix, missing=np.nan), dtype=np.float64)
-
-
-def reasons(booster: xgb.Booster, columns: list[str], matrix: np.ndarray) -> list[list[dict]]:
-    """The top contributing inputs of every row, from one contributions call for the matrix;
-    as the fields of `Reason`, which the response model validates in one pass."""
-    if len(matrix) == 0:
-        return []
-    top = top_reasons(columns, matrix, contributions(booster, matrix, nthread=1),
-                      REASONS_PER_SCORE)
-    return [[{"feature": r.feature, "value": r.value, "contribution": r.contribution}
-             for r in row] for row in top]
+        return np.empty(0), []
+    contribs = contributions(booster, matrix, nthread=1)
+    margin = contribs.sum(axis=1, dtype=np.float64)
+    order, values, pushes = top_contributions(matrix, contribs, REASONS_PER_SCORE)
+    names = np.asarray(columns, dtype=object)[order].tolist()
+    values = np.where(np.isnan(values), None, values).tolist()  # a missing value is null
+    reasons = [[{"feature": f, "value": v, "contribution": c} for f, v, c in zip(*row)]
+               for row in zip(names, values, pushes.tolist())]
+    return 1.0 / (1.0 + np.exp(-margin)), reasons
 
 
 @dataclass(frozen=True)
 class Scorer:
-    """A loaded booster and the reader that builds its input matrix."""
+    """A loaded booster and the reader that builds its input matrix.
+
+    Answers are the response models' fields as plain, JSON-ready values (checked against the
+    models in the tests): for 500 candidates, building and validating the models took longer
+    than reading their features.
+    """
 
     booster: xgb.Booster
     reader: OnlineFeatureReader | RedisFeatureReader
     model_tag: str
 
-    def probabilities(self, matrix: np.ndarray) -> np.ndarray:
-        """P(conversion) per row."""
-        return probabilities(self.booster, matrix)
+    def explained(self, matrix: np.ndarray) -> tuple[np.ndarray, list[list[dict]]]:
+        """P(conversion) and reasons per row."""
+        return explained(self.booster, self.reader.columns, matrix)
 
-    def reasons(self, matrix: np.ndarray) -> list[list[dict]]:
-        return reasons(self.booster, self.reader.columns, matrix)
-
-    def rank(self, request: RankRequest) -> RankResponse:
+    def rank(self, request: RankRequest) -> dict:
+        """A `RankResponse`."""
         item_ids = list(dict.fromkeys(request.item_ids))  # dedupe, first occurrence kept
         rows = self.reader.for_user(request.user_id, item_ids)
-        p = self.probabilities(rows.matrix)
-        scores = p.tolist()
-        why = self.reasons(rows.matrix)
-        order = np.argsort(-p, kind="stable")  # ties keep the request's order
-        cold_item = rows.cold_item.tolist()
+        p, why = self.explained(rows.matrix)
+        scores, cold_item = p.tolist(), rows.cold_item.tolist()
+        order = np.argsort(-p, kind="stable").tolist()  # ties keep the request's order
         items = [{"item_id": item_ids[i], "score": scores[i], "cold_item": cold_item[i],
-                  "reasons": why[i]} for i in order.tolist()]
+                  "reasons": why[i]} for i in order]
         cold_user = bool(rows.cold_user[0]) if len(rows.cold_user) else True
-        # One validation of plain fields (pydantic's core) instead of a model per item and reason.
-        return RankResponse.model_validate({"user_id": request.user_id, "model_tag": self.model_tag,
-                                            "cold_user": cold_user, "items": items})
+        return {"user_id": request.user_id, "model_tag": self.model_tag, "cold_user": cold_user,
+                "items": items}
 
-    def predict(self, request: PredictRequest) -> PredictResponse:
+    def predict(self, request: PredictRequest) -> dict:
+        """A `PredictResponse`."""
         users = [p.user_id for p in request.pairs]
         items = [p.item_id for p in request.pairs]
         rows = self.reader.rows(users, items)
-        scores = self.probabilities(rows.matrix)
-        why = self.reasons(rows.matrix)
+        p, why = self.explained(rows.matrix)
+        scores = p.tolist()
         predictions = [
-            Prediction(user_id=u, item_id=i, probability=float(p),
-                       cold_user=bool(cu), cold_item=bool(ci), reasons=r)
-            for u, i, p, cu, ci, r in zip(users, items, scores, rows.cold_user, rows.cold_item,
-                                          why)
+            {"user_id": u, "item_id": i, "probability": p, "cold_user": cu, "cold_item": ci,
+             "reasons": r}
+            for u, i, p, cu, ci, r in zip(users, items, scores, rows.cold_user.tolist(),
+                                          rows.cold_item.tolist(), why)
         ]
-        return PredictResponse(model_tag=self.model_tag, predictions=predictions)
+        return {"model_tag": self.model_tag, "predictions": predictions}

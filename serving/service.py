@@ -12,6 +12,7 @@ from PERSONA_HOME / PERSONA_REDIS_URL when the service starts. BentoML adds /liv
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -22,7 +23,8 @@ from pathlib import Path
 import bentoml
 import redis.exceptions
 from bentoml.exceptions import NotFound, ServiceUnavailable
-from starlette.responses import JSONResponse
+from pydantic_core import to_json
+from starlette.responses import JSONResponse, Response
 
 from serving import (
     MODEL_NAME,
@@ -89,6 +91,10 @@ def load_booster(stored: bentoml.Model):
         raise ModelRefused(f"model {stored.tag} cannot be loaded from {stored.path}: its files "
                            f"are missing or corrupted ({type(exc).__name__}: {first_line})"
                            ) from exc
+    objective = json.loads(booster.save_config())["learner"]["objective"]["name"]
+    if objective != "binary:logistic":
+        raise ModelRefused(f"model {stored.tag} has objective {objective!r}; the service reads "
+                           "probabilities off binary:logistic margins")
     booster.set_param({"nthread": 1})
     return booster
 
@@ -188,8 +194,7 @@ class PersonaService:
         answers, and requests get 503 meanwhile."""
         try:
             rows = self.scorer.reader.for_user("warm-up", ["warm-up"])
-            self.scorer.probabilities(rows.matrix)
-            self.scorer.reasons(rows.matrix)
+            self.scorer.explained(rows.matrix)
             self.profiler.profile(ProfileRequest(user_id="warm-up"))
         except _UNREACHABLE as exc:
             logger.warning("warm-up skipped, %s (%s)", ONLINE_STORE_DOWN, type(exc).__name__)
@@ -223,7 +228,7 @@ class PersonaService:
     @bentoml.api(route="/rank")
     def rank(self, request: RankRequest, /) -> RankResponse:
         """Rank candidate items for a shopper by the probability that a view converts to a purchase within 7 days, highest first. Unknown shoppers and items are scored with their features missing and flagged `cold_user` / `cold_item`."""  # noqa: E501 (one line: it is the OpenAPI description)
-        return self._answer(self.scorer.rank, request)
+        return self._answer(self._json(self.scorer.rank), request)
 
     @bentoml.api(route="/echo")
     def echo(self, request: RankRequest, /) -> dict:
@@ -233,7 +238,7 @@ class PersonaService:
     @bentoml.api(route="/predict")
     def predict(self, request: PredictRequest, /) -> PredictResponse:
         """Conversion probability for each (user, item) pair, in request order."""
-        return self._answer(self.scorer.predict, request)
+        return self._answer(self._json(self.scorer.predict), request)
 
     @bentoml.api(route="/propensity")
     def propensity(self, request: PropensityRequest, /) -> PropensityResponse:
@@ -246,6 +251,12 @@ class PersonaService:
     def profile(self, request: ProfileRequest, /) -> ProfileResponse:
         """A shopper's current profile: user_profile attributes and user_activity features, their freshness, propensity and churn risk (when a propensity model is served), tags and segment. An unknown shopper is cold with no features, not an error."""  # noqa: E501 (one line: it is the OpenAPI description)
         return self._answer(self.profiler.profile, request)
+
+    @staticmethod
+    def _json(call):
+        """`call`, its plain answer serialized by pydantic's core: the scorer builds the
+        response's fields itself (its tests check them against the response model)."""
+        return lambda request: Response(to_json(call(request)), media_type="application/json")
 
     @staticmethod
     def _guard(call, request):

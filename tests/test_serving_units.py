@@ -39,9 +39,11 @@ from serving.schemas import (
     MAX_PROPENSITY_USERS,
     MAX_RANK_ITEMS,
     PredictRequest,
+    PredictResponse,
     ProfileRequest,
     PropensityRequest,
     RankRequest,
+    RankResponse,
 )
 from serving.scoring import Scorer
 
@@ -81,8 +83,8 @@ def booster() -> xgb.Booster:
 
 def test_rank_sorts_descending_dedupes_and_flags(booster: xgb.Booster) -> None:
     reader = FakeReader()
-    reply = Scorer(booster, reader, "m:1").rank(
-        RankRequest(user_id="warm", item_ids=["i1", "i9", "x", "i1", "i5"]))
+    reply = RankResponse.model_validate(Scorer(booster, reader, "m:1").rank(
+        RankRequest(user_id="warm", item_ids=["i1", "i9", "x", "i1", "i5"])), strict=True)
     assert reader.calls == [(["warm"] * 4, ["i1", "i9", "x", "i5"])]
     ids = [i.item_id for i in reply.items]
     assert [i for i in ids if i != "x"] == ["i9", "i5", "i1"]
@@ -104,7 +106,8 @@ def test_rank_sorts_descending_dedupes_and_flags(booster: xgb.Booster) -> None:
 def test_predict_keeps_request_order_and_duplicates(booster: xgb.Booster) -> None:
     pairs = [{"user_id": "warm", "item_id": "i2"}, {"user_id": "new", "item_id": "i2"},
              {"user_id": "warm", "item_id": "i2"}]
-    reply = Scorer(booster, FakeReader(), "m:1").predict(PredictRequest(pairs=pairs))
+    reply = PredictResponse.model_validate(
+        Scorer(booster, FakeReader(), "m:1").predict(PredictRequest(pairs=pairs)), strict=True)
     assert [(p.user_id, p.item_id, p.cold_user) for p in reply.predictions] == [
         ("warm", "i2", False), ("new", "i2", True), ("warm", "i2", False)]
     assert reply.predictions[0].probability == reply.predictions[2].probability

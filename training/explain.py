@@ -31,12 +31,20 @@ def contributions(booster: xgb.Booster, matrix: np.ndarray, nthread: int = -1) -
     return booster.predict(dmatrix, pred_contribs=True, approx_contribs=True)
 
 
-def top_reasons(features: list[str], matrix: np.ndarray, contribs: np.ndarray, k: int = 3) -> list[list[Reason]]:
-    """The k features that moved each row's score most (by absolute contribution)."""
+def top_contributions(matrix: np.ndarray, contribs: np.ndarray,
+                      k: int = 3) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row, the k features that moved its score most (by absolute contribution): their
+    column indices, their values and their contributions, each an (rows, k) array."""
     per_feature = contribs[:, :-1]
     order = np.argsort(-np.abs(per_feature), axis=1)[:, :k]
+    return (order, np.take_along_axis(matrix, order, axis=1),
+            np.take_along_axis(per_feature, order, axis=1).astype(np.float64))
+
+
+def top_reasons(features: list[str], matrix: np.ndarray, contribs: np.ndarray, k: int = 3) -> list[list[Reason]]:
+    """The k features that moved each row's score most, as Reasons (a missing value is None)."""
+    order, values, pushes = top_contributions(matrix, contribs, k)
     names = np.asarray(features, dtype=object)[order].tolist()
-    values = np.take_along_axis(matrix, order, axis=1).tolist()
-    pushes = np.take_along_axis(per_feature, order, axis=1).astype(np.float64).tolist()
     return [[Reason(name, None if isnan(value) else value, push)
-             for name, value, push in zip(*row)] for row in zip(names, values, pushes)]
+             for name, value, push in zip(*row)]
+            for row in zip(names, values.tolist(), pushes.tolist())]
