@@ -23,7 +23,7 @@ from feast import FeatureStore, FeatureView
 from persona import fast_redis, offline, quality
 from persona.locking import exclusive
 from persona.settings import Settings
-from persona.store import feature_store
+from persona.store import feature_store, staged_registry
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 TIMESTAMP = "event_timestamp"
@@ -59,13 +59,21 @@ def materialize(settings: Settings, end: datetime | None = None, full: bool = Fa
         bulk = bulk and fast_redis.supports(store.config)
         for fv in chosen:
             on_step(f"loading {fv.name}")
-            start = windows[fv.name][0]
-            if bulk:
-                fast_redis.write_view(store.config, fv, tables[fv.name])
-                store.registry.apply_materialization(fv, store.project, start, end)
-            else:
-                store.materialize(start_date=start, end_date=end, feature_views=[fv.name])
+            _load(settings, fv, tables[fv.name], windows[fv.name], bulk)
         return {name: table.num_rows for name, table in tables.items()}
+
+
+def _load(settings: Settings, fv: FeatureView, table: pa.Table,
+          window: tuple[datetime, datetime], bulk: bool) -> None:
+    """Write one view, then record its interval: a run killed before the record is complete
+    reloads the view next time. The record goes to a staged copy of the registry, swapped in
+    atomically, as a kill inside Feast's in-place rewrite would leave the registry truncated."""
+    with staged_registry(settings) as store:
+        if bulk:
+            fast_redis.write_view(store.config, fv, table)
+            store.registry.apply_materialization(fv, store.project, *window)
+        else:
+            store.materialize(start_date=window[0], end_date=window[1], feature_views=[fv.name])
 
 
 def rows_to_load(settings: Settings, fv: FeatureView, start: datetime, end: datetime) -> pa.Table:

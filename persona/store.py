@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -52,3 +56,19 @@ def repo_config(settings: Settings, registry: Path | None = None) -> RepoConfig:
 def feature_store(settings: Settings, registry: Path | None = None) -> FeatureStore:
     settings.home.mkdir(parents=True, exist_ok=True)
     return FeatureStore(repo_path=str(FEATURE_REPO), config=repo_config(settings, registry))
+
+
+@contextmanager
+def staged_registry(settings: Settings) -> Iterator[FeatureStore]:
+    """A store on a copy of the registry, swapped in with one atomic rename when the block ends
+    without an error. Feast rewrites its registry file in place (truncate, then write), so a
+    process killed in between would leave it truncated: every definition and interval lost.
+    One fixed copy per home: its writers take turns (persona.locking), and a killed one's
+    leftover is overwritten by the next."""
+    staging = settings.registry_path.with_name(".registry-staged.db")
+    shutil.copy2(settings.registry_path, staging)
+    try:
+        yield feature_store(settings, registry=staging)
+        os.replace(staging, settings.registry_path)
+    finally:
+        staging.unlink(missing_ok=True)
