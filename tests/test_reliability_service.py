@@ -1,7 +1,7 @@
 """The service under faults, for real: a `redis-server` this module starts, stopped while the
 service runs and started again on the same port, or frozen (SIGSTOP) and thawed; API keys over
-HTTP; models the service must refuse to serve. Reuses the world of tests/test_serving.py (populated store, conversion model)
-and the propensity model of tests/test_profile_api.py.
+HTTP; models the service must refuse to serve. Reuses the world of tests/test_serving.py
+(populated store, conversion model) and the propensity model of tests/test_profile_api.py.
 """
 
 from __future__ import annotations
