@@ -5,8 +5,9 @@ candidates.
 Three contenders score the same requests (a warm user and random candidate items, cycled) against
 the same Redis, in one process, alternating by round:
 
-* persona: `Scorer.rank` over the direct Redis reader, as the service runs it: features, the
-  on-demand transform, probabilities, reasons, the sorted response;
+* persona: `Scorer.rank` over the direct Redis reader with its item cache, as the service runs
+  it: features, the on-demand transform, probabilities, reasons, the sorted response;
+* uncached: the same without the item cache (every item read from Redis on every call);
 * floor: a hand-written minimum: one redis-py pipeline of HMGETs for the user's and the items'
   hashes, a second for the user x category hashes of their categories, every value decoded with
   protobuf's `Value.FromString` into a matrix, then `inplace_predict` (no transform, no reasons,
@@ -114,7 +115,7 @@ def measure(world: ServingWorld, url: str, rounds: int, calls: int) -> dict:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from persona.store import feature_store
     from serving.online import OnlineFeatureReader
-    from serving.redis_online import RedisFeatureReader
+    from serving.redis_online import ItemCache, RedisFeatureReader
     from serving.schemas import RankRequest
     from serving.scoring import Scorer
     from serving.service import load_booster
@@ -127,7 +128,9 @@ def measure(world: ServingWorld, url: str, rounds: int, calls: int) -> dict:
     booster = load_booster(stored)
     columns = stored.info.metadata["features"]
     service = stored.info.metadata["feature_service"]
-    persona = Scorer(booster, RedisFeatureReader(store, service, columns), world.model_tag)
+    persona = Scorer(booster, RedisFeatureReader(store, service, columns, ItemCache.from_env()),
+                     world.model_tag)
+    uncached = Scorer(booster, RedisFeatureReader(store, service, columns), world.model_tag)
     feast = Scorer(booster, OnlineFeatureReader(store, service, columns), world.model_tag)
     floor = Floor(store, booster, columns)
     out = {}
@@ -136,6 +139,7 @@ def measure(world: ServingWorld, url: str, rounds: int, calls: int) -> dict:
         requests = [RankRequest(**b) for b in bodies]
         contenders = {
             "persona": _contender(persona.rank, requests, calls),
+            "uncached": _contender(uncached.rank, requests, calls),
             "floor": _contender(lambda r: floor.rank(r.user_id, r.item_ids), requests, calls),
             "feast": _contender(feast.rank, requests, max(calls // 4, 1)),
         }
@@ -168,7 +172,8 @@ def main(argv: list[str] | None = None) -> dict:
     peak = f"{peak_rss_mb():,.0f} MB (whole process)"
     table = [row(
         f"2. in-process /rank path, {figures[size]['candidates']} candidates",
-        f"p50 {spread(figures[size]['persona']['p50_ms'], 'ms')}; Feast path "
+        f"p50 {spread(figures[size]['persona']['p50_ms'], 'ms')}; without the item cache "
+        f"{figures[size]['uncached']['p50_ms']['median']:.2f} ms; Feast path "
         f"{figures[size]['feast']['p50_ms']['median']:.2f} ms",
         f"redis-py + decode + inplace_predict: {spread(figures[size]['floor']['p50_ms'], 'ms')}",
         f"{ratios[size]:.2f}x floor", f"<= {GOAL:g}x floor", ratios[size] <= GOAL, peak)

@@ -394,6 +394,23 @@ def hmget(parts: tuple[bytes, bytes], key: bytes) -> bytes:
     return b"%s$%d\r\n%s\r\n%s" % (parts[0], len(key), key, parts[1])
 
 
+def get_command(key: bytes) -> bytes:
+    """A packed `GET <key>`."""
+    return b"*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n" % (len(key), key)
+
+
+def version_key(project: bytes) -> bytes:
+    """The key whose value changes each time features are materialized into this Redis, which
+    readers that cache rows watch (`serving.redis_online.ItemCache`)."""
+    return b"persona:materialized:" + project
+
+
+def mark_materialized(config: RepoConfig) -> None:
+    """Bump the materialization version, after every write of a materialization is done."""
+    client = RedisOnlineStore()._get_client(config.online_store)
+    client.incr(version_key(config.project.encode()))
+
+
 def pipeline(client, commands: Sequence[bytes]) -> list:
     """Send packed commands in one write over one of the client's pooled connections and read
     every reply with hiredis: redis-py's own pipeline spends more time per command in Python

@@ -13,6 +13,9 @@ compares them over many entities).
 
 from __future__ import annotations
 
+import os
+import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -33,6 +36,9 @@ from serving.online import (
     OnlineFeatureReader,
     resolve_service,
 )
+
+ITEM_CACHE_SIZE = 100_000
+ITEM_CACHE_SECONDS = 60.0
 
 
 @dataclass
@@ -64,12 +70,72 @@ class _Hash:
             self.fields.append(f"_ts:{view}".encode())
 
 
-def online_reader(store: FeatureStore, feature_service: str,
-                  columns: Sequence[str]) -> OnlineFeatureReader | RedisFeatureReader:
-    """The reader /rank and /predict use: the direct one where Feast's layout is a single Redis
-    server's, Feast's get_online_features elsewhere (SQLite, Redis Cluster or Sentinel)."""
+class ItemCache:
+    """Items' HMGET answers, kept between requests: item rows change only when features are
+    materialized, and they are most of what /rank reads.
+
+    Valid for one materialization: `persona materialize` bumps a version key in Redis when it
+    is done, every read fetches that key in its first round trip, and a new version empties the
+    cache. Bounded: at most `size` items (emptied when full) and `max_age` seconds (emptied when
+    older), which also bounds staleness after writes that do not bump the version (Feast's own
+    `feast materialize`). `size=0` turns it off.
+    """
+
+    def __init__(self, size: int = ITEM_CACHE_SIZE, max_age: float = ITEM_CACHE_SECONDS) -> None:
+        self.size, self.max_age = size, max_age
+        self._lock = threading.Lock()
+        self._rows: dict[str, list] = {}
+        self._version: bytes | None = None
+        self._since = time.monotonic()
+
+    @classmethod
+    def from_env(cls) -> ItemCache:
+        """PERSONA_ITEM_CACHE_SIZE (items, 0 = off) and PERSONA_ITEM_CACHE_SECONDS."""
+        return cls(int(os.environ.get("PERSONA_ITEM_CACHE_SIZE", ITEM_CACHE_SIZE)),
+                   float(os.environ.get("PERSONA_ITEM_CACHE_SECONDS", ITEM_CACHE_SECONDS)))
+
+    def lookup(self, items: Sequence[str]) -> tuple[bytes | None, dict[str, list]]:
+        """The version the cache holds and its rows of `items`."""
+        with self._lock:
+            if time.monotonic() - self._since > self.max_age:
+                self._rows, self._since = {}, time.monotonic()
+            rows = self._rows
+            return self._version, {i: rows[i] for i in items if i in rows}
+
+    def reset(self, version: bytes | None) -> None:
+        """Empty the cache for a newer version (an older one, seen by a slower request, is
+        ignored)."""
+        with self._lock:
+            if _count(version) >= _count(self._version):
+                self._rows, self._version, self._since = {}, version, time.monotonic()
+
+    def store(self, rows: dict[str, list], version: bytes | None) -> None:
+        """Keep rows read under `version`: a newer version empties the cache first, and rows
+        read under an older one than the cache holds are dropped."""
+        if not self.size or not rows:
+            return
+        with self._lock:
+            if _count(version) < _count(self._version):
+                return
+            if version != self._version:
+                self._rows, self._version, self._since = {}, version, time.monotonic()
+            if len(self._rows) + len(rows) > self.size:
+                self._rows = {}
+            self._rows.update(rows)
+
+
+def _count(version: bytes | None) -> int:
+    """The materialization counter (an INCR'd key; absent before the first bump)."""
+    return int(version) if version else 0
+
+
+def online_reader(store: FeatureStore, feature_service: str, columns: Sequence[str],
+                  cache: ItemCache | None = None) -> OnlineFeatureReader | RedisFeatureReader:
+    """The reader /rank and /predict use: the direct one (with `cache`) where Feast's layout is
+    a single Redis server's, Feast's get_online_features elsewhere (SQLite, Redis Cluster or
+    Sentinel)."""
     if fast_redis.supports(store.config):
-        return RedisFeatureReader(store, feature_service, columns)
+        return RedisFeatureReader(store, feature_service, columns, cache)
     return OnlineFeatureReader(store, feature_service, columns)
 
 
@@ -77,7 +143,8 @@ class RedisFeatureReader:
     """The same interface and answers as `OnlineFeatureReader`, for a single Redis server with
     version-3 entity keys (`persona.fast_redis.supports`)."""
 
-    def __init__(self, store: FeatureStore, feature_service: str, columns: Sequence[str]):
+    def __init__(self, store: FeatureStore, feature_service: str, columns: Sequence[str],
+                 cache: ItemCache | None = None):
         config = store.config
         if not fast_redis.supports(config):
             raise fast_redis.UnsupportedLayout("the direct reader needs a single Redis server "
@@ -126,7 +193,10 @@ class RedisFeatureReader:
         if catalog is None or CATALOG_VIEW not in catalog.stamps:
             raise ValueError(f"feature service {feature_service!r} reads no {CATALOG_VIEW}")
         self._category_field = catalog.field_of(CATALOG_VIEW, CATEGORY_KEY)
-        self._commands = {keys: plan.command for keys, plan in self._hashes.items()}
+        self._catalog_stamp = catalog.stamps[CATALOG_VIEW]
+        self._packed = {keys: plan.command for keys, plan in self._hashes.items()}
+        self._version_command = fast_redis.get_command(fast_redis.version_key(self._project))
+        self._cache = cache or ItemCache(size=0)
 
     def for_user(self, user_id: str, item_ids: Sequence[str]) -> FeatureRows:
         """One user against candidate items (the /rank case)."""
@@ -138,18 +208,14 @@ class RedisFeatureReader:
             raise ValueError("user_ids and item_ids must have the same length")
         pairs = len(item_ids)
         keys = {USER_KEY: list(user_ids), ITEM_KEY: list(item_ids)}
-        first = [plan for plan in self._hashes.values() if CATEGORY_KEY not in plan.join_keys]
-        read = self._read(first, keys)
-        items = read[(ITEM_KEY,)]
-        catalog = self._hashes[(ITEM_KEY,)]
-        found_item = items.found(catalog.stamps[CATALOG_VIEW])
-        categories = [fast_redis.value(raw) or "" for raw in items.column(self._category_field)]
-        keys[CATEGORY_KEY] = [c if ok else "" for c, ok in zip(categories, found_item)]
-        second = [plan for plan in self._hashes.values() if CATEGORY_KEY in plan.join_keys]
-        read.update(self._read(second, keys))
+        answers, categories = self._answers(keys)
+        keys[CATEGORY_KEY] = [categories[i] for i in keys[ITEM_KEY]]
+        read = {plan.join_keys: _Rows.of(plan.join_keys, keys, answers[plan.join_keys])
+                for plan in self._hashes.values()}
+        found_item = read[(ITEM_KEY,)].found(self._hashes[(ITEM_KEY,)].stamps[CATALOG_VIEW])
 
         matrix = np.full((pairs, len(self.columns)), np.nan)
-        inputs: dict[str, list] = {}
+        inputs: dict[str, np.ndarray] = {}
         for plan in self._hashes.values():
             rows = read[plan.join_keys]
             if plan.numbers:
@@ -179,36 +245,83 @@ class RedisFeatureReader:
 
     def categories(self, item_ids: Sequence[str]) -> dict[str, str | None]:
         """Each known item's category (None if its row holds no category); unknown items are
-        left out. One HMGET per item: also the readiness probe's read."""
+        left out. Read from Redis, never from the cache: also the readiness probe's read."""
         unique = list(dict.fromkeys(item_ids))
         if not unique:
             return {}
         plan = self._hashes[(ITEM_KEY,)]
-        rows = self._read([plan], {ITEM_KEY: unique})[(ITEM_KEY,)]
-        found = rows.found(plan.stamps[CATALOG_VIEW])
-        values = [fast_redis.value(raw) for raw in rows.column(self._category_field)]
-        return {item: value for item, value, ok in zip(unique, values, found) if ok}
-
-    def _read(self, plans: Sequence[_Hash], keys: dict[str, list[str]]) -> dict:
-        """One pipeline of HMGETs, one per distinct entity of each plan; each plan's answer
-        expanded back to one row per pair."""
-        commands, wanted = [], []
-        for plan in plans:
-            tuples = list(zip(*(keys[k] for k in plan.join_keys)))
-            distinct = list(dict.fromkeys(tuples))
-            command = self._commands[plan.join_keys]
-            commands += [fast_redis.hmget(command, fast_redis.entity_key(plan.prefix, values,
-                                                                          self._project))
-                         for values in distinct]
-            wanted.append((plan, tuples, distinct))
-        replies = fast_redis.pipeline(self._client, commands)
-        out, offset = {}, 0
-        for plan, tuples, distinct in wanted:
-            index = {values: i for i, values in enumerate(distinct)}
-            take = np.fromiter((index[t] for t in tuples), dtype=np.intp, count=len(tuples))
-            out[plan.join_keys] = _Rows(replies[offset:offset + len(distinct)], take)
-            offset += len(distinct)
+        replies = fast_redis.pipeline(self._client, self._commands(plan, [(i,) for i in unique]))
+        out = {}
+        for item, raw in zip(unique, replies):
+            if raw[plan.stamps[CATALOG_VIEW]]:
+                out[item] = fast_redis.value(raw[self._category_field])
         return out
+
+    def _answers(self, keys: dict[str, list[str]], retry: bool = True
+                 ) -> tuple[dict[tuple[str, ...], dict[tuple, list]], dict[str, str]]:
+        """Every plan's HMGET answer per distinct entity, and each item's category ("" when
+        unknown). Items come from the cache where it holds them, so that their users' category
+        rows are read in the same round trip as the users; the rest take a second one."""
+        items = list(dict.fromkeys(keys[ITEM_KEY]))
+        version, cached = self._cache.lookup(items)
+        answers: dict[tuple[str, ...], dict[tuple, list]] = {k: {} for k in self._hashes}
+        answers[(ITEM_KEY,)] = {(i,): raw for i, raw in cached.items()}
+        categories = {i: self._category(raw) for i, raw in cached.items()}
+        wanted = {}
+        for plan in self._hashes.values():
+            if plan.join_keys == (ITEM_KEY,):
+                wanted[plan.join_keys] = [(i,) for i in items if i not in cached]
+            else:
+                wanted[plan.join_keys] = _distinct(plan.join_keys, keys, categories)
+        commands = [self._version_command] + [
+            command for keys_, tuples in wanted.items()
+            for command in self._commands(self._hashes[keys_], tuples)]
+        stored_version, *replies = fast_redis.pipeline(self._client, commands)
+        if stored_version != version and cached and retry:
+            self._cache.reset(stored_version)  # materialized since: the cached rows are stale
+            return self._answers(keys, retry=False)
+        offset = 0
+        for keys_, tuples in wanted.items():
+            answers[keys_].update(zip(tuples, replies[offset:offset + len(tuples)]))
+            offset += len(tuples)
+        fresh = {t[0]: answers[(ITEM_KEY,)][t] for t in wanted[(ITEM_KEY,)]}
+        self._cache.store(fresh, stored_version)
+        categories.update({i: self._category(raw) for i, raw in fresh.items()})
+        later = {keys_: [t for t in _distinct(keys_, keys, categories) if t not in answers[keys_]]
+                 for keys_ in self._hashes if CATEGORY_KEY in keys_}
+        commands = [command for keys_, tuples in later.items()
+                    for command in self._commands(self._hashes[keys_], tuples)]
+        if commands:
+            replies = fast_redis.pipeline(self._client, commands)
+            offset = 0
+            for keys_, tuples in later.items():
+                answers[keys_].update(zip(tuples, replies[offset:offset + len(tuples)]))
+                offset += len(tuples)
+        return answers, categories
+
+    def _category(self, raw: list) -> str:
+        """An item's category from its HMGET answer; "" for an unknown item or a null category
+        (matches no affinity row, as in Feast's path)."""
+        if not raw[self._catalog_stamp]:
+            return ""
+        return fast_redis.value(raw[self._category_field]) or ""
+
+    def _commands(self, plan: _Hash, tuples: Sequence[tuple[str, ...]]) -> list[bytes]:
+        command = self._packed[plan.join_keys]
+        return [fast_redis.hmget(command, fast_redis.entity_key(plan.prefix, values,
+                                                                  self._project))
+                for values in tuples]
+
+
+def _distinct(join_keys: tuple[str, ...], keys: dict[str, list[str]],
+              categories: dict[str, str]) -> list[tuple[str, ...]]:
+    """The distinct entities of a plan over the pairs; for a plan keyed by category, only the
+    pairs whose item's category is known yet."""
+    if CATEGORY_KEY not in join_keys:
+        return list(dict.fromkeys(zip(*(keys[k] for k in join_keys))))
+    columns = [keys[k] if k != CATEGORY_KEY else [categories.get(i) for i in keys[ITEM_KEY]]
+               for k in join_keys]
+    return list(dict.fromkeys(t for t in zip(*columns) if None not in t))
 
 
 def _keys(view) -> tuple[str, ...]:
@@ -223,9 +336,14 @@ class _Rows:
     distinct: list[list[bytes | None]]
     take: np.ndarray
 
-    def column(self, index: int) -> list[bytes | None]:
-        """One field, per pair."""
-        return [self.distinct[i][index] for i in self.take]
+    @classmethod
+    def of(cls, join_keys: tuple[str, ...], keys: dict[str, list[str]],
+           answers: dict[tuple, list]) -> _Rows:
+        tuples = list(zip(*(keys[k] for k in join_keys)))
+        distinct = list(dict.fromkeys(tuples))
+        index = {t: i for i, t in enumerate(distinct)}
+        take = np.fromiter((index[t] for t in tuples), dtype=np.intp, count=len(tuples))
+        return cls([answers[t] for t in distinct], take)
 
     def found(self, stamp_field: int) -> np.ndarray:
         """Per pair: was the view written for its entity? A stored row always carries its

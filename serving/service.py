@@ -142,7 +142,7 @@ class PersonaService:
         from persona.store import feature_store
         from persona.tags import TagBook
         from serving.profiles import Profiler
-        from serving.redis_online import online_reader
+        from serving.redis_online import ItemCache, online_reader
         from serving.scoring import Scorer
         from serving.users import ProfileReader
 
@@ -154,7 +154,7 @@ class PersonaService:
             check_inputs(booster, metadata["features"], str(stored.tag))
             try:
                 reader = online_reader(store, metadata["feature_service"],
-                                             metadata["features"])
+                                       metadata["features"], ItemCache.from_env())
             except ValueError as exc:
                 raise ModelRefused(f"model {stored.tag} does not match the registered feature "
                                    f"service: {exc}") from exc

@@ -18,11 +18,10 @@ import pandas as pd
 import pytest
 import xgboost as xgb
 from bentoml._internal.configuration.containers import BentoMLContainer
-from bentoml._internal.models import Model
-from bentoml._internal.models import ModelStore
+from bentoml._internal.models import Model, ModelStore
 from redis_server import redis_url  # noqa: F401  (fixture)
 
-from persona import offline
+from persona import fast_redis, offline
 from persona.generate import Shop
 from persona.materialize import materialize
 from persona.raw import RawTables
@@ -31,7 +30,7 @@ from persona.settings import Settings
 from persona.snapshots import compute_features
 from persona.store import feature_store
 from serving.online import OnlineFeatureReader
-from serving.redis_online import RedisFeatureReader
+from serving.redis_online import ItemCache, RedisFeatureReader
 from serving.run import ServerHandle, start_server
 from training.explain import contributions
 from training.labels import conversion_labels
@@ -353,12 +352,41 @@ def test_direct_redis_reader_serves_exactly_what_feast_returns(
     users = [*rng.choice(world.warm_users, len(items) - 60),
              *rng.choice(world.shop.users["user_id"], 50), *["no-such-user"] * 10]
     users = [str(u) for u in users]
-    want, got = feast_reader.rows(users, items), direct.rows(users, items)
-    np.testing.assert_array_equal(got.matrix, want.matrix)
-    assert got.cold_user.tolist() == want.cold_user.tolist()
-    assert got.cold_item.tolist() == want.cold_item.tolist()
+    want = feast_reader.rows(users, items)
+    cached = RedisFeatureReader(store, SERVICE, world.features, ItemCache())
+    for got in (direct.rows(users, items), cached.rows(users, items),
+                cached.rows(users, items)):  # the last one from the item cache
+        np.testing.assert_array_equal(got.matrix, want.matrix)
+        assert got.cold_user.tolist() == want.cold_user.tolist()
+        assert got.cold_item.tolist() == want.cold_item.tolist()
     assert direct.categories(items) == feast_reader.categories(items)
     one = world.warm_users[0]
     np.testing.assert_array_equal(direct.for_user(one, items).matrix,
                                   feast_reader.for_user(one, items).matrix)
     assert (~np.isnan(got.matrix)).sum() > got.matrix.size / 2  # mostly real values compared
+
+
+def test_item_cache_is_emptied_by_a_new_materialization(
+        world: World, redis_settings: Settings) -> None:
+    """Cached item rows are served until `persona materialize` bumps the version key; the next
+    read then equals Feast's again. A new item is written so other tests' rows stay as they
+    are."""
+    store = feature_store(redis_settings)
+    reader = RedisFeatureReader(store, SERVICE, world.features, ItemCache())
+    user, item = world.warm_users[0], "cache-probe-item"
+    before = reader.for_user(user, [item, world.items[0]])
+    assert before.cold_item.tolist() == [True, False]
+
+    catalog = pd.read_parquet(world.settings.offline_current / "item_catalog")
+    row = catalog.sort_values("event_timestamp").tail(1).assign(
+        item_id=item, list_price=123.0, event_timestamp=pd.Timestamp.now(tz="UTC"))
+    store.write_to_online_store("item_catalog", row)
+    assert reader.for_user(user, [item]).cold_item.tolist() == [True]  # still the cached row
+
+    fast_redis.mark_materialized(store.config)
+    after = reader.for_user(user, [item, world.items[0]])
+    want = OnlineFeatureReader(store, SERVICE, world.features).for_user(user,
+                                                                        [item, world.items[0]])
+    assert after.cold_item.tolist() == [False, False]
+    np.testing.assert_array_equal(after.matrix, want.matrix)
+    assert after.matrix[0, world.features.index("item_catalog__list_price")] == 123.0

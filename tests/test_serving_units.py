@@ -27,6 +27,7 @@ from serving import (
 )
 from serving.online import FeatureRows, found_rows
 from serving.profiles import Profiler, PropensityScorer, reference_quantiles
+from serving.redis_online import ItemCache
 from serving.run import (
     ServerError,
     check_model,
@@ -270,3 +271,19 @@ def test_unreachable_online_store_is_a_503_not_a_500() -> None:
     with pytest.raises(ServiceUnavailable) as raised:
         PersonaService.inner._guard(store_down, None)
     assert raised.value.error_code == 503
+
+
+def test_item_cache_bounds_age_size_and_version() -> None:
+    fresh, stale = ItemCache(size=3), ItemCache(size=3, max_age=0)
+    for cache in (fresh, stale):
+        cache.store({"i1": [b"a"], "i2": [b"b"]}, b"1")
+    assert fresh.lookup(["i1", "x"]) == (b"1", {"i1": [b"a"]})
+    assert stale.lookup(["i1"]) == (b"1", {})  # older than max_age: emptied
+    fresh.store({"i3": [b"c"], "i4": [b"d"]}, b"1")  # over the size: emptied, then stored
+    assert fresh.lookup(["i1", "i3"]) == (b"1", {"i3": [b"c"]})
+    fresh.store({"i5": [b"e"]}, b"2")  # a new materialization empties it
+    assert fresh.lookup(["i3", "i5"]) == (b"2", {"i5": [b"e"]})
+    fresh.reset(b"3")
+    fresh.store({"i6": [b"f"]}, b"2")  # read before the reset: not kept
+    assert fresh.lookup(["i6"]) == (b"3", {})
+    assert ItemCache(size=0).store({"i": [b"x"]}, None) is None
