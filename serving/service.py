@@ -34,6 +34,7 @@ from serving import (
     resolve_propensity_tag,
 )
 from serving.auth import ApiKeyMiddleware
+from serving.json_only import JsonOnlyMiddleware
 from serving.schemas import (
     PredictRequest,
     PredictResponse,
@@ -281,3 +282,5 @@ class PersonaService:
 
 # Optional API keys (PERSONA_API_KEYS), for every route but the probes, metrics and docs.
 PersonaService.add_asgi_middleware(ApiKeyMiddleware)
+# JSON bodies only: BentoML's form and multipart parsing answers some malformed bodies with 500.
+PersonaService.add_asgi_middleware(JsonOnlyMiddleware)
