@@ -5,4 +5,4 @@ Every run writes bench/results/<name>.json (figures, ratios, machine, git revisi
 `python -m bench.table` renders them as the README's Performance table.
 """
 
-NAMES = ("generate", "retrieval", "materialize", "scoring", "rank_http", "load")
+NAMES = ("generate", "retrieval", "materialize", "scoring", "rank_http", "load", "demo")

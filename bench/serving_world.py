@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
+from persona.demo import SHOP
 from persona.settings import Settings
 
-SHOP = {"n_users": 3000, "n_items": 1000, "days": 60, "seed": 42}  # as `persona demo`
 QUICK_SHOP = {"n_users": 300, "n_items": 200, "days": 30, "seed": 7}
 REQUESTS = 64  # distinct request bodies, cycled
 

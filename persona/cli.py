@@ -223,11 +223,15 @@ def demo(
     home: HomeOpt = None,
     online: OnlineOpt = None,
     port: Annotated[int, typer.Option(help="HTTP port for the demo service.")] = 3000,
+    users: Annotated[int, typer.Option(help="Users in the generated shop.", min=50)] = 3000,
+    items: Annotated[int, typer.Option(help="Items in the generated shop.", min=20)] = 1000,
+    days: Annotated[int, typer.Option(help="Days of events in the generated shop.", min=21)] = 60,
 ) -> None:
     """Generate a small shop, ingest, train, materialize, serve and query it, end to end."""
     from persona.demo import run
 
-    run(_settings(home, online), port=port)
+    run(_settings(home, online), port=port,
+        shop_size={"n_users": users, "n_items": items, "days": days})
 
 
 app.add_typer(bench_app, name="bench", help="Run the benchmarks in bench/ against their floors.")

@@ -51,15 +51,17 @@ def _fmt(value) -> str:
     return f"{value:.4f}" if isinstance(value, float) else ("" if value is None else str(value))
 
 
-def run(settings: Settings, port: int = 3000) -> None:
-    """Every stage for real; raises on the first failure."""
+def run(settings: Settings, port: int = 3000, shop_size: dict | None = None) -> None:
+    """Every stage for real; raises on the first failure. `shop_size` overrides SHOP's
+    n_users, n_items and days."""
     from serving.run import start_server
     from training.pipeline import train
 
     raw_dir = settings.home / "raw"
+    size = {**SHOP, **(shop_size or {})}
     with steps("demo") as on_step:
-        on_step("generating a shop of {n_users} users x {n_items} items x {days} days".format(**SHOP))
-        shop = generate_shop(**SHOP)
+        on_step("generating a shop of {n_users} users x {n_items} items x {days} days".format(**size))
+        shop = generate_shop(**size)
         write_shop(shop, raw_dir)
         on_step("ingesting and validating")
         ingest(settings, raw_dir, lambda s: on_step(f"ingest: {s}"))
