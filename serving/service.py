@@ -34,6 +34,7 @@ from serving import (
     resolve_propensity_tag,
 )
 from serving.auth import ApiKeyMiddleware
+from serving.breaker import Breaker
 from serving.json_only import JsonOnlyMiddleware
 from serving.schemas import (
     PredictRequest,
@@ -52,6 +53,7 @@ _UNREACHABLE = (ConnectionError, TimeoutError, redis.exceptions.ConnectionError,
 NO_PROPENSITY_MODEL = "no propensity model trained: run `persona train --task propensity`"
 ONLINE_STORE_DOWN = "online store unavailable: retry later"
 READY_CACHE_SECONDS = 1.0  # /readyz probes the online store at most once a second
+RETRY_AFTER_SECONDS = 1  # after an online-store failure, 503 at once for this long (Breaker)
 
 
 class ModelRefused(RuntimeError):
@@ -165,6 +167,7 @@ class PersonaService:
             stop_server(exc)
             raise
         self.profiler = Profiler(ProfileReader(store), TagBook.load(), self.propensity_scorer)
+        self._breaker = Breaker(cool_off=RETRY_AFTER_SECONDS)
         self._ready_lock = threading.Lock()
         self._ready_at, self._ready = float("-inf"), False
         self._warm_up()
@@ -210,6 +213,7 @@ class PersonaService:
             try:
                 self.scorer.reader.categories(["readyz-probe"])
                 ready = True
+                self._breaker.reset()
             except _UNREACHABLE as exc:
                 logger.warning("not ready: %s (%s)", ONLINE_STORE_DOWN, type(exc).__name__)
                 ready = False
@@ -259,13 +263,16 @@ class PersonaService:
         response's fields itself (its tests check them against the response model)."""
         return lambda request: Response(to_json(call(request)), media_type="application/json")
 
-    @staticmethod
-    def _guard(call, request):
-        """An unreachable online store is ServiceUnavailable (retry later), not a generic error.
+    def _guard(self, call, request):
+        """An unreachable online store is ServiceUnavailable (retry later), not a generic error,
+        and for the breaker's cool-off the next requests get it without trying the store.
         Logged as one line without the request: no ids, no feature values."""
+        if self._breaker.is_open():
+            raise ServiceUnavailable(ONLINE_STORE_DOWN)
         try:
             return call(request)
         except _UNREACHABLE as exc:
+            self._breaker.trip()
             logger.warning("%s (%s: %s)", ONLINE_STORE_DOWN, type(exc).__name__, exc)
             raise ServiceUnavailable(ONLINE_STORE_DOWN) from exc
 
@@ -277,7 +284,7 @@ class PersonaService:
         except ServiceUnavailable as exc:
             self._ready_at = float("-inf")  # the next /readyz probes again
             return JSONResponse({"error": str(exc)}, status_code=503,
-                                headers={"Retry-After": "1"})
+                                headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
 
 
 # Optional API keys (PERSONA_API_KEYS), for every route but the probes, metrics and docs.

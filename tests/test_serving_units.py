@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -25,6 +26,7 @@ from serving import (
     resolve_model_tag,
     resolve_propensity_tag,
 )
+from serving.breaker import Breaker
 from serving.online import FeatureRows, found_rows
 from serving.profiles import Profiler, PropensityScorer, reference_quantiles
 from serving.redis_online import ItemCache
@@ -268,9 +270,14 @@ def test_unreachable_online_store_is_a_503_not_a_500() -> None:
     def store_down(_request):
         raise redis.exceptions.ConnectionError("Connection refused")
 
+    service = SimpleNamespace(_breaker=Breaker(cool_off=60))
     with pytest.raises(ServiceUnavailable) as raised:
-        PersonaService.inner._guard(store_down, None)
+        PersonaService.inner._guard(service, store_down, None)
     assert raised.value.error_code == 503
+    calls = []
+    with pytest.raises(ServiceUnavailable):  # during the cool-off the store is not tried
+        PersonaService.inner._guard(service, calls.append, None)
+    assert calls == []
 
 
 def test_item_cache_bounds_age_size_and_version() -> None:
@@ -287,3 +294,17 @@ def test_item_cache_bounds_age_size_and_version() -> None:
     fresh.store({"i6": [b"f"]}, b"2")  # read before the reset: not kept
     assert fresh.lookup(["i6"]) == (b"3", {})
     assert ItemCache(size=0).store({"i": [b"x"]}, None) is None
+
+
+def test_breaker_fails_fast_for_its_cool_off_then_lets_a_request_try() -> None:
+    now = [100.0]
+    breaker = Breaker(cool_off=1.0, clock=lambda: now[0])
+    assert not breaker.is_open()
+    breaker.trip()
+    now[0] += 0.99
+    assert breaker.is_open()
+    now[0] += 0.02
+    assert not breaker.is_open()
+    breaker.trip()
+    breaker.reset()  # the readiness probe read the store
+    assert not breaker.is_open()
