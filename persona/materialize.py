@@ -60,6 +60,8 @@ def materialize(settings: Settings, end: datetime | None = None, full: bool = Fa
         for fv in chosen:
             on_step(f"loading {fv.name}")
             _load(settings, fv, tables[fv.name], windows[fv.name], bulk)
+        if fast_redis.supports(store.config):
+            fast_redis.mark_materialized(store.config)  # services drop their cached item rows
         return {name: table.num_rows for name, table in tables.items()}
 
 

@@ -166,6 +166,15 @@ def test_intervals_are_recorded_like_feasts_and_carry_on(loaded: Loaded) -> None
     assert fv.materialization_intervals[-1] == (end, end + timedelta(days=1))
 
 
+def test_each_materialization_bumps_the_version_services_watch(loaded: Loaded) -> None:
+    config = feature_store(loaded.bulk).config
+    client = redis.Redis.from_url(loaded.bulk.online_url)
+    key = fast_redis.version_key(config.project.encode())
+    before = int(client.get(key))
+    materialize(loaded.bulk, views=["item_catalog"])
+    assert int(client.get(key)) == before + 1
+
+
 def test_older_rows_do_not_overwrite_newer(loaded: Loaded) -> None:
     store = feature_store(loaded.bulk)
     fv = store.get_feature_view("item_catalog")
