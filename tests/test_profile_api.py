@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 import bentoml
 import httpx
@@ -26,6 +27,7 @@ from test_serving import World, check_reasons, redis_settings, world  # noqa: F4
 from persona.settings import Settings
 from persona.store import feature_store
 from serving import PROPENSITY_MODEL_NAME
+from serving.breaker import Breaker
 from serving.run import ServerHandle, free_port, start_server
 from serving.schemas import ProfileRequest, PropensityRequest
 from serving.service import NO_PROPENSITY_MODEL, PersonaService
@@ -298,5 +300,5 @@ def test_unreachable_redis_is_a_503_on_the_new_endpoints(world: World,
     for call, request in ((scorer.score, PropensityRequest(user_ids=["u1"])),
                           (profiler.profile, ProfileRequest(user_id="u1"))):
         with pytest.raises(ServiceUnavailable) as raised:
-            PersonaService.inner._guard(call, request)
+            PersonaService.inner._guard(SimpleNamespace(_breaker=Breaker()), call, request)
         assert raised.value.error_code == 503
