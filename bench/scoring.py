@@ -114,8 +114,9 @@ def _contender(call, requests: list, calls: int):
 def measure(world: ServingWorld, url: str, rounds: int, calls: int) -> dict:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from persona.store import feature_store
+    from serving.item_cache import ItemCache
     from serving.online import OnlineFeatureReader
-    from serving.redis_online import ItemCache, RedisFeatureReader
+    from serving.redis_online import RedisFeatureReader
     from serving.schemas import RankRequest
     from serving.scoring import Scorer
     from serving.service import load_booster

@@ -4,8 +4,9 @@
 building and per-value conversion cost most of a /rank request (STACK-NOTES: 8.6 of 14.6 ms for
 1 user + 50 items). On a Redis online store this reader does the same reads itself. The registry
 is read once, at start-up, into a plan: which hash fields of which entity keys feed which model
-column. A request is then two pipelines (the user and the items; then the user x
-category rows of the items' categories), decoded straight into the matrix. On-demand features
+column. A request is then one pipelined round trip when its items' rows are in the item cache
+(the cache's version key, the users, their rows for the items' categories) and two otherwise
+(the uncached items first), decoded straight into the matrix. On-demand features
 come from the on-demand view's own transform, the function Feast runs for training and
 get_online_features. Every value equals what get_online_features returns (tests/test_serving.py
 compares them over many entities).
@@ -13,9 +14,6 @@ compares them over many entities).
 
 from __future__ import annotations
 
-import os
-import threading
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -27,6 +25,7 @@ from feast.infra.online_stores.redis import RedisOnlineStore
 from feast.types import String
 
 from persona import fast_redis
+from serving.item_cache import ItemCache
 from serving.online import (
     CATALOG_VIEW,
     CATEGORY_KEY,
@@ -36,9 +35,6 @@ from serving.online import (
     OnlineFeatureReader,
     resolve_service,
 )
-
-ITEM_CACHE_SIZE = 100_000
-ITEM_CACHE_SECONDS = 60.0
 
 
 @dataclass
@@ -68,65 +64,6 @@ class _Hash:
         if view not in self.stamps:
             self.stamps[view] = len(self.fields)
             self.fields.append(f"_ts:{view}".encode())
-
-
-class ItemCache:
-    """Items' HMGET answers, kept between requests: item rows change only when features are
-    materialized, and they are most of what /rank reads.
-
-    Valid for one materialization: `persona materialize` bumps a version key in Redis when it
-    is done, every read fetches that key in its first round trip, and a new version empties the
-    cache. Bounded: at most `size` items (emptied when full) and `max_age` seconds (emptied when
-    older), which also bounds staleness after writes that do not bump the version (Feast's own
-    `feast materialize`). `size=0` turns it off.
-    """
-
-    def __init__(self, size: int = ITEM_CACHE_SIZE, max_age: float = ITEM_CACHE_SECONDS) -> None:
-        self.size, self.max_age = size, max_age
-        self._lock = threading.Lock()
-        self._rows: dict[str, list] = {}
-        self._version: bytes | None = None
-        self._since = time.monotonic()
-
-    @classmethod
-    def from_env(cls) -> ItemCache:
-        """PERSONA_ITEM_CACHE_SIZE (items, 0 = off) and PERSONA_ITEM_CACHE_SECONDS."""
-        return cls(int(os.environ.get("PERSONA_ITEM_CACHE_SIZE", ITEM_CACHE_SIZE)),
-                   float(os.environ.get("PERSONA_ITEM_CACHE_SECONDS", ITEM_CACHE_SECONDS)))
-
-    def lookup(self, items: Sequence[str]) -> tuple[bytes | None, dict[str, list]]:
-        """The version the cache holds and its rows of `items`."""
-        with self._lock:
-            if time.monotonic() - self._since > self.max_age:
-                self._rows, self._since = {}, time.monotonic()
-            rows = self._rows
-            return self._version, {i: rows[i] for i in items if i in rows}
-
-    def reset(self, version: bytes | None) -> None:
-        """Empty the cache for a newer version (an older one, seen by a slower request, is
-        ignored)."""
-        with self._lock:
-            if _count(version) >= _count(self._version):
-                self._rows, self._version, self._since = {}, version, time.monotonic()
-
-    def store(self, rows: dict[str, list], version: bytes | None) -> None:
-        """Keep rows read under `version`: a newer version empties the cache first, and rows
-        read under an older one than the cache holds are dropped."""
-        if not self.size or not rows:
-            return
-        with self._lock:
-            if _count(version) < _count(self._version):
-                return
-            if version != self._version:
-                self._rows, self._version, self._since = {}, version, time.monotonic()
-            if len(self._rows) + len(rows) > self.size:
-                self._rows = {}
-            self._rows.update(rows)
-
-
-def _count(version: bytes | None) -> int:
-    """The materialization counter (an INCR'd key; absent before the first bump)."""
-    return int(version) if version else 0
 
 
 def online_reader(store: FeatureStore, feature_service: str, columns: Sequence[str],

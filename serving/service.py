@@ -144,8 +144,9 @@ class PersonaService:
         from persona.settings import Settings
         from persona.store import feature_store
         from persona.tags import TagBook
+        from serving.item_cache import ItemCache
         from serving.profiles import Profiler
-        from serving.redis_online import ItemCache, online_reader
+        from serving.redis_online import online_reader
         from serving.scoring import Scorer
         from serving.users import ProfileReader
 

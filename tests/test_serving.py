@@ -29,8 +29,9 @@ from persona.registry import apply_definitions
 from persona.settings import Settings
 from persona.snapshots import compute_features
 from persona.store import feature_store
+from serving.item_cache import ItemCache
 from serving.online import OnlineFeatureReader
-from serving.redis_online import ItemCache, RedisFeatureReader
+from serving.redis_online import RedisFeatureReader
 from serving.run import ServerHandle, start_server
 from training.explain import contributions
 from training.labels import conversion_labels

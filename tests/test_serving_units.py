@@ -27,9 +27,9 @@ from serving import (
     resolve_propensity_tag,
 )
 from serving.breaker import Breaker
+from serving.item_cache import ItemCache
 from serving.online import FeatureRows, found_rows
 from serving.profiles import Profiler, PropensityScorer, reference_quantiles
-from serving.redis_online import ItemCache
 from serving.run import (
     ServerError,
     check_model,
