@@ -6,30 +6,37 @@ Wired into the persona CLI as a Typer sub-app (`app.add_typer(bench.cli.app, nam
 
 from __future__ import annotations
 
-import importlib
+import json
+import subprocess
+import sys
 import tempfile
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from bench import NAMES
+from bench.common import RESULTS, ROOT
 
 app = typer.Typer(help="Run the performance benchmarks and print the README's Performance table.",
                   no_args_is_help=False, add_completion=False, pretty_exceptions_enable=False)
 
 
 def run(names: list[str] | None = None, quick: bool = False) -> dict[str, dict]:
-    """Run the named benchmarks in the given order (default: all), each writing its
+    """Run the named benchmarks in the given order (default: all), each in a process of its own
+    (so one's memory does not count in the next one's peak) writing its
     bench/results/<name>.json; returns their results."""
     unknown = sorted(set(names or ()) - set(NAMES))
     if unknown:
         raise ValueError(f"unknown benchmarks: {', '.join(unknown)} (known: {', '.join(NAMES)})")
+    # a quick run checks the scripts; its tiny figures must not replace the README's results
+    directory = Path(tempfile.mkdtemp(prefix="persona-bench-quick-")) if quick else RESULTS
     results = {}
     for name in names or NAMES:
-        module = importlib.import_module(f"bench.{name}")
-        # a quick run checks the scripts; its tiny figures must not replace the README's results
-        args = ["--quick", "--results", tempfile.mkdtemp(prefix="persona-bench-quick-")] if quick else []
-        results[name] = module.main(args)
+        args = ["--quick"] if quick else []
+        subprocess.run([sys.executable, "-m", f"bench.{name}", *args, "--results", str(directory)],
+                       cwd=ROOT, check=True)
+        results[name] = json.loads((directory / f"{name}.json").read_text())
     return results
 
 

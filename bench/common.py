@@ -10,7 +10,6 @@ import resource
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -20,6 +19,7 @@ from statistics import median
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 MARKER = "BENCH-RESULT "
+PEAK_MARKER = "BENCH-PEAK "  # bench/peak.py's
 _started = {"load": round(os.getloadavg()[0], 2)}  # updated when the timed rounds start
 
 
@@ -52,20 +52,19 @@ def _brief(figures: dict) -> str:
 
 
 def run_child(args: Sequence[str], env: dict | None = None, timeout: float = 3600) -> dict:
-    """Run a command to completion: its wall time, its own peak RSS (from wait4, so children it
-    waited for count too) and the JSON it printed after MARKER, if any."""
+    """Run a command to completion: its wall time, the JSON it printed after MARKER, if any, and
+    the peak RSS of its largest process (its own or a descendant's it waited for), measured by
+    `bench.peak` so that this process's own size does not count."""
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         start = time.perf_counter()
-        process = subprocess.Popen(list(args), stdout=out, stderr=err, cwd=ROOT,
-                                   env={**os.environ, **(env or {})})
-        timer = threading.Timer(timeout, process.kill)
-        timer.start()
+        process = subprocess.Popen([sys.executable, "-m", "bench.peak", *args], stdout=out,
+                                   stderr=err, cwd=ROOT, env={**os.environ, **(env or {})})
         try:
-            _, status, usage = os.wait4(process.pid, 0)
-        finally:
-            timer.cancel()
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
         wall = time.perf_counter() - start
-        process.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
         stdout, stderr = out.read(), err.read()
@@ -73,12 +72,14 @@ def run_child(args: Sequence[str], env: dict | None = None, timeout: float = 360
         raise RuntimeError(f"{' '.join(args)} exited {process.returncode}:\n{stderr[-4000:]}")
     reported = [line[len(MARKER):] for line in stdout.splitlines() if line.startswith(MARKER)]
     figures = json.loads(reported[-1]) if reported else {}
-    return {"wall_s": wall, **figures, "peak_rss_mb": usage.ru_maxrss / 1024}
+    peaks = [line[len(PEAK_MARKER):] for line in stdout.splitlines()
+             if line.startswith(PEAK_MARKER)]
+    return {"wall_s": wall, **figures, "peak_rss_mb": json.loads(peaks[-1])["peak_rss_mb"]}
 
 
 def report(figures: dict) -> None:
     """Print a child's figures for run_child (the last MARKER line wins)."""
-    print(MARKER + json.dumps({**figures, "peak_rss_mb": peak_rss_mb()}), flush=True)
+    print(MARKER + json.dumps(figures), flush=True)
 
 
 def peak_rss_mb() -> float:

@@ -90,9 +90,13 @@ def ingest(
 @app.command()
 def apply(home: HomeOpt = None, online: OnlineOpt = None) -> None:
     """Register the feature definitions (idempotent)."""
+    from persona.locking import exclusive
     from persona.registry import apply_definitions
 
-    console.print("registered: " + ", ".join(apply_definitions(_settings(home, online))))
+    settings = _settings(home, online)
+    with exclusive(settings.lock_path):  # one registry writer at a time per home
+        names = apply_definitions(settings)
+    console.print("registered: " + ", ".join(names))
 
 
 @app.command()

@@ -66,7 +66,9 @@ def staged_registry(settings: Settings) -> Iterator[FeatureStore]:
     One fixed copy per home: its writers take turns (persona.locking), and a killed one's
     leftover is overwritten by the next."""
     staging = settings.registry_path.with_name(".registry-staged.db")
-    shutil.copy2(settings.registry_path, staging)
+    staging.unlink(missing_ok=True)
+    if settings.registry_path.exists():  # else the first apply creates it
+        shutil.copy2(settings.registry_path, staging)
     try:
         yield feature_store(settings, registry=staging)
         os.replace(staging, settings.registry_path)
