@@ -113,7 +113,9 @@ def git_revision() -> dict:
         done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False)
         return done.stdout.strip()
 
-    dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    # bench/results/ is what the benchmarks write, not a change to what they measure
+    dirty = bool(git("status", "--porcelain", "--untracked-files=no", "--", ".",
+                     ":(exclude)bench/results"))
     return {"revision": git("rev-parse", "HEAD"), "dirty": dirty}
 
 
