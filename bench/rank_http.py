@@ -19,7 +19,7 @@ import psutil
 from bench import wrk
 from bench.common import interleaved, row, spread, stat, work_dir, write_result
 from bench.redis_local import local_redis
-from bench.serving_world import prepare
+from bench.serving_world import REQUESTS, prepare
 
 NAME = "rank_http"
 CANDIDATES = 50
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> dict:
     throughput = (figures["rank_c8"]["requests_per_s"]["median"]
                   / figures["echo_c8"]["requests_per_s"]["median"])
     latency = figures["rank_c1"]["p50_ms"]["median"] / figures["echo_c1"]["p50_ms"]["median"]
-    errors = sum(figures[name]["errors"]["max"] for name in figures)
+    errors = int(sum(figures[name]["errors"]["max"] for name in figures))
     met = throughput >= THROUGHPUT_GOAL and latency <= LATENCY_GOAL and errors == 0
     rank8, echo8 = figures["rank_c8"], figures["echo_c8"]
     table = [row(
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> dict:
         "target": "/rank (1 user, 50 items, Redis, 2 workers, concurrency 8, >= 30 s): "
                   "throughput >= 0.5x the no-op endpoint's, p50 at concurrency 1 <= 2x, 0 errors",
         "parameters": {"rounds": args.rounds, "seconds": args.seconds, "workers": WORKERS,
-                       "candidates": CANDIDATES, "tool": "wrk", "bodies": len(figures)},
+                       "candidates": CANDIDATES, "tool": "wrk", "bodies": REQUESTS},
         "figures": figures, "ratios": {"throughput": throughput, "p50": latency},
         "errors": errors, "met": met, "table": table, "server_peak_rss_mb": peak,
     }

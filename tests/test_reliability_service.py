@@ -108,14 +108,20 @@ def _comparable(body: dict) -> dict:
     return {k: v for k, v in body.items() if k != "freshness"}
 
 
+def _answers(http: httpx.Client, world: World) -> dict[str, dict]:  # noqa: F811
+    """Every route's answer to its request, which must be 200."""
+    answers = {}
+    for route, body in _requests(world):
+        reply = http.post(route, json=body)
+        assert reply.status_code == 200, (route, reply.text)
+        answers[route] = _comparable(reply.json())
+    return answers
+
+
 def test_redis_outage_is_a_fast_503_and_recovers_without_restart(
         server: ServerHandle, outage_redis: RedisProcess, world: World) -> None:  # noqa: F811
     with _client(server) as http:
-        before = {}
-        for route, body in _requests(world):
-            reply = http.post(route, json=body)
-            assert reply.status_code == 200, (route, reply.text)
-            before[route] = _comparable(reply.json())
+        before = _answers(http, world)
         assert http.get("/readyz").status_code == 200
 
         outage_redis.stop(keep_data=True)  # SAVE to dump.rdb, then SIGTERM
@@ -133,10 +139,7 @@ def test_redis_outage_is_a_fast_503_and_recovers_without_restart(
 
         outage_redis.start()  # same port, loads dump.rdb: the same data
         _wait_ready(http)
-        for route, body in _requests(world):
-            reply = http.post(route, json=body)
-            assert reply.status_code == 200, (route, reply.text)
-            assert _comparable(reply.json()) == before[route], route
+        assert _answers(http, world) == before
     logs = server.logs()
     assert ONLINE_STORE_DOWN in logs
     assert "Traceback" not in logs, logs[-3000:]
@@ -146,11 +149,7 @@ def test_redis_outage_is_a_fast_503_and_recovers_without_restart(
 def test_a_stalled_redis_is_a_503_within_the_socket_timeout_and_recovers(
         server: ServerHandle, outage_redis: RedisProcess, world: World) -> None:  # noqa: F811
     with _client(server) as http:
-        before = {}
-        for route, body in _requests(world):
-            reply = http.post(route, json=body)
-            assert reply.status_code == 200, (route, reply.text)
-            before[route] = _comparable(reply.json())
+        before = _answers(http, world)
         with _stalled(outage_redis, http):
             for route, body in _requests(world):
                 reply, elapsed = _timed(http, route, body)
@@ -158,10 +157,7 @@ def test_a_stalled_redis_is_a_503_within_the_socket_timeout_and_recovers(
                 assert reply.json() == {"error": ONLINE_STORE_DOWN}, route
                 assert elapsed < TIMEOUT, (route, elapsed)
             assert http.get("/livez").status_code == 200
-        for route, body in _requests(world):
-            reply = http.post(route, json=body)
-            assert reply.status_code == 200, (route, reply.text)
-            assert _comparable(reply.json()) == before[route], route
+        assert _answers(http, world) == before
     logs = server.logs()
     assert "TimeoutError" in logs  # the 503s came from redis-py's read timeout
     assert "Traceback" not in logs, logs[-3000:]
