@@ -47,7 +47,7 @@ def repo_config(settings: Settings, registry: Path | None = None) -> RepoConfig:
         provider="local",
         registry=str(registry or settings.registry_path),
         online_store=online,
-        offline_store={"type": "duckdb"},
+        offline_store={"type": "persona.offline_store.AsofDuckDBOfflineStore"},
         entity_key_serialization_version=3,
         repo_path=FEATURE_REPO,
     )
