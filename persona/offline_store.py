@@ -37,6 +37,10 @@ class AsofDuckDBOfflineStoreConfig(DuckDBOfflineStoreConfig):
 class AsofDuckDBOfflineStore(DuckDBOfflineStore):
     @staticmethod
     def get_historical_features(*args, **kwargs):
+        # Feast's DuckDB store plans on ibis's default DuckDB connection. DuckDB turns an ASOF
+        # join whose left side it estimates small into a nested loop, and it estimates the
+        # entity rows (a pandas frame) at one row: 1.9 ms per entity row instead of 5 us.
+        ibis.get_backend().raw_sql("SET asof_loop_join_threshold = 0")
         with _asof_joins():
             return DuckDBOfflineStore.get_historical_features(*args, **kwargs)
 
