@@ -1,5 +1,6 @@
-"""Target 3: training-set retrieval through Feast's `get_historical_features` (DuckDB offline store)
-for 1,000,000 entity rows at most 1.5x a hand-written DuckDB ASOF JOIN over the same Parquet files,
+"""Target 3: training-set retrieval through Feast's `get_historical_features` (Persona's offline
+store: Feast's DuckDB store with ASOF joins, persona/offline_store.py) for 1,000,000 entity rows
+at most 1.5x a hand-written DuckDB ASOF JOIN over the same Parquet files,
 with identical values on every row.
 
 Features: every feature of user_activity, item_popularity and item_catalog, the three views of
@@ -87,7 +88,7 @@ def _sample_entities(home: Path, out: Path, rows: int) -> None:
 # --- the two contenders (each in its own process) -----------------------------------------------
 
 def feast_worker(home: Path, entities: Path, out: Path | None, profile: Path | None) -> None:
-    """Feast's get_historical_features on the DuckDB offline store, to a pandas frame."""
+    """Feast's get_historical_features on Persona's offline store, to a pandas frame."""
     begin = time.perf_counter()
     from persona.settings import Settings
     from persona.store import feature_store
@@ -341,7 +342,7 @@ def run(args: argparse.Namespace, shop_dir: Path) -> dict:
         profile = summarise_profile(target)
     table = [row(
         f"3. training set, {args.rows:,} entity rows x {checked['columns'] - 4} features "
-        f"(`get_historical_features`, DuckDB store)",
+        f"(`get_historical_features`, Persona's DuckDB ASOF store)",
         f"join {spread(feast['join_s'], 's', 1)}; process {spread(feast['wall_s'], 's', 1)}",
         f"hand ASOF JOIN: join {spread(floor['join_s'], 's', 1)}; process "
         f"{spread(floor['wall_s'], 's', 1)} (peak {floor['peak_rss_mb']['max']:,.0f} MB)",
