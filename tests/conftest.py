@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -32,3 +33,17 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     monkeypatch.setenv("BENTOML_HOME", str(tmp_path / "bentoml"))
     monkeypatch.delenv("PERSONA_REDIS_URL", raising=False)
     return Settings(home=tmp_path / "home", reports_dir=tmp_path / "reports")
+
+
+@pytest.fixture(scope="module")
+def model_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """BENTOML_HOME in a temporary directory for a module. BentoML resolves its store once per
+    process, so the store is also patched in case another test touched BentoML first."""
+    from bentoml._internal.configuration.containers import BentoMLContainer
+    from bentoml._internal.models.model import ModelStore
+
+    home = tmp_path_factory.mktemp("bentoml")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("BENTOML_HOME", str(home))
+        with BentoMLContainer.model_store.patch(ModelStore(home / "models")):
+            yield home

@@ -4,19 +4,18 @@ RFM and recency baselines, reference quantiles, and training end to end on a gen
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from homes import ingested_home
 
-from persona.generate import Shop, generate_shop, write_shop
-from persona.ingest import ingest
+from persona.generate import Shop, generate_shop
 from persona.offline import current_manifest
 from persona.settings import Settings
-from training.evaluate import rfm_score, recency_score, top_decile_lift
+from training.evaluate import recency_score, rfm_score, top_decile_lift
 from training.labels import PROPENSITY_COLUMNS, LabelError, propensity_labels, snapshot_times
 from training.model_store import (
     REQUIRED_METADATA,
@@ -212,26 +211,9 @@ def shop() -> Shop:
 
 
 @pytest.fixture(scope="module")
-def model_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """BENTOML_HOME in a temporary directory (BentoML resolves its store once per process, so
-    the store itself is patched too)."""
-    from bentoml._internal.configuration.containers import BentoMLContainer
-    from bentoml._internal.models.model import ModelStore
-
-    home = tmp_path_factory.mktemp("bentoml")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("BENTOML_HOME", str(home))
-        with BentoMLContainer.model_store.patch(ModelStore(home / "models")):
-            yield home
-
-
-@pytest.fixture(scope="module")
 def settings(tmp_path_factory: pytest.TempPathFactory, shop: Shop) -> Settings:
     root = tmp_path_factory.mktemp("propensity")
-    write_shop(shop, root / "raw")
-    settings = Settings(home=root / "home", reports_dir=root / "reports")
-    ingest(settings, root / "raw")
-    return settings
+    return ingested_home(root, shop)
 
 
 @pytest.fixture(scope="module")

@@ -3,19 +3,18 @@ time (a backtest that must reproduce the training frame's predictions), in chunk
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from homes import ingested_home
 from typer.testing import CliRunner
 
 from persona.cli import app
 from persona.dates import parse_as_of
-from persona.generate import Shop, generate_shop, write_shop
-from persona.ingest import ingest
+from persona.generate import Shop, generate_shop
 from persona.settings import Settings
 from training.model import predict
 from training.model_store import ModelMetadataError, load_model
@@ -30,18 +29,6 @@ AS_OF = parse_as_of("2026-09-10")
 
 
 @pytest.fixture(scope="module")
-def model_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    from bentoml._internal.configuration.containers import BentoMLContainer
-    from bentoml._internal.models.model import ModelStore
-
-    home = tmp_path_factory.mktemp("bentoml")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("BENTOML_HOME", str(home))
-        with BentoMLContainer.model_store.patch(ModelStore(home / "models")):
-            yield home
-
-
-@pytest.fixture(scope="module")
 def shop() -> Shop:
     return generate_shop(**SHOP)
 
@@ -49,10 +36,7 @@ def shop() -> Shop:
 @pytest.fixture(scope="module")
 def settings(tmp_path_factory: pytest.TempPathFactory, shop: Shop) -> Settings:
     root = tmp_path_factory.mktemp("score")
-    write_shop(shop, root / "raw")
-    settings = Settings(home=root / "home", reports_dir=root / "reports")
-    ingest(settings, root / "raw")
-    return settings
+    return ingested_home(root, shop)
 
 
 @pytest.fixture(scope="module")

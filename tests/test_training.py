@@ -4,15 +4,14 @@ future."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from homes import ingested_home
 
 from expectations.gate import DataQualityError
-from persona.generate import Shop, generate_shop, write_shop
-from persona.ingest import ingest
+from persona.generate import Shop, generate_shop
 from persona.offline import current_manifest
 from persona.settings import Settings
 from persona.store import feature_store
@@ -42,36 +41,15 @@ def cutoff(shop: Shop) -> pd.Timestamp:
 
 
 @pytest.fixture(scope="module")
-def model_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """BENTOML_HOME in a temporary directory. BentoML resolves its store once per process, so
-    the store is also patched in case another test touched BentoML first."""
-    from bentoml._internal.configuration.containers import BentoMLContainer
-    from bentoml._internal.models.model import ModelStore
-
-    home = tmp_path_factory.mktemp("bentoml")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("BENTOML_HOME", str(home))
-        with BentoMLContainer.model_store.patch(ModelStore(home / "models")):
-            yield home
-
-
-def _ingested(root: Path, shop: Shop) -> Settings:
-    write_shop(shop, root / "raw")
-    settings = Settings(home=root / "home", reports_dir=root / "reports")
-    ingest(settings, root / "raw")
-    return settings
-
-
-@pytest.fixture(scope="module")
 def full(tmp_path_factory: pytest.TempPathFactory, shop: Shop) -> Settings:
-    return _ingested(tmp_path_factory.mktemp("full"), shop)
+    return ingested_home(tmp_path_factory.mktemp("full"), shop)
 
 
 @pytest.fixture(scope="module")
 def cut(tmp_path_factory: pytest.TempPathFactory, shop: Shop, cutoff: pd.Timestamp) -> Settings:
     """The same shop observed only up to the cut-off."""
     events = shop.events[shop.events["event_timestamp"] <= cutoff].reset_index(drop=True)
-    return _ingested(tmp_path_factory.mktemp("cut"), Shop(events, shop.users, shop.items))
+    return ingested_home(tmp_path_factory.mktemp("cut"), Shop(events, shop.users, shop.items))
 
 
 @pytest.fixture(scope="module")

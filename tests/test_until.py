@@ -3,17 +3,16 @@ ingested into two homes, give the same training frames, windows and metrics for 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from homes import ingested_home
 from typer.testing import CliRunner
 
 from persona.cli import app
 from persona.dates import parse_as_of
-from persona.generate import Shop, generate_shop, write_shop
-from persona.ingest import ingest
+from persona.generate import Shop, generate_shop
 from persona.settings import Settings
 from training.model_store import load_model
 from training.pipeline import Labelled, TrainResult, labelled_frame, train_labelled
@@ -29,25 +28,6 @@ HORIZONS = {"conversion": 7, "propensity": 14}
 
 
 @pytest.fixture(scope="module")
-def model_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    from bentoml._internal.configuration.containers import BentoMLContainer
-    from bentoml._internal.models.model import ModelStore
-
-    home = tmp_path_factory.mktemp("bentoml")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("BENTOML_HOME", str(home))
-        with BentoMLContainer.model_store.patch(ModelStore(home / "models")):
-            yield home
-
-
-def _home(root: Path, shop: Shop) -> Settings:
-    write_shop(shop, root / "raw")
-    settings = Settings(home=root / "home", reports_dir=root / "reports")
-    ingest(settings, root / "raw")
-    return settings
-
-
-@pytest.fixture(scope="module")
 def shop() -> Shop:
     return generate_shop(**SHOP)
 
@@ -58,8 +38,8 @@ def homes(tmp_path_factory: pytest.TempPathFactory, shop: Shop) -> tuple[Setting
     events = shop.events[shop.events["event_timestamp"] <= CUT].reset_index(drop=True)
     assert (events["event_timestamp"] > UNTIL).any()
     assert len(shop.events) > len(events)
-    short = _home(tmp_path_factory.mktemp("short"), Shop(events, shop.users, shop.items))
-    return short, _home(tmp_path_factory.mktemp("long"), shop)
+    short = ingested_home(tmp_path_factory.mktemp("short"), Shop(events, shop.users, shop.items))
+    return short, ingested_home(tmp_path_factory.mktemp("long"), shop)
 
 
 @pytest.fixture(scope="module")
