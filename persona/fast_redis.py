@@ -24,7 +24,8 @@ get_online_features.
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import hiredis
 import numpy as np
@@ -69,14 +70,24 @@ def write_view(config: RepoConfig, view: FeatureView, table: pa.Table,
     online: RedisOnlineStoreConfig = config.online_store
     client = RedisOnlineStore()._get_client(online)  # Feast's own reading of the connection string
     layout = _Layout.of(config, view)
-    connection = client.connection_pool.get_connection()  # connected: AUTH, SELECT, TLS done
+    with _wire(client) as wire:
+        return _write(wire, layout, table, batch_rows, online.key_ttl_seconds)
+
+
+@contextmanager
+def _wire(client, buffer_size: int = 1 << 20) -> Iterator[_Wire]:
+    """A `_Wire` over one of the client's pooled connections (connected: AUTH, SELECT and TLS
+    done). On any failure the connection is dropped, as replies may be left unread, so the next
+    use reconnects."""
+    pool = client.connection_pool
+    connection = pool.get_connection()
     try:
-        return _write(_Wire(connection), layout, table, batch_rows, online.key_ttl_seconds)
+        yield _Wire(connection, buffer_size)
     except BaseException:
-        connection.disconnect()  # replies may be left unread
+        connection.disconnect()
         raise
     finally:
-        client.connection_pool.release(connection)
+        pool.release(connection)
 
 
 class _Wire:
@@ -414,16 +425,7 @@ def mark_materialized(config: RepoConfig) -> None:
 def pipeline(client, commands: Sequence[bytes]) -> list:
     """Send packed commands in one write over one of the client's pooled connections and read
     every reply with hiredis: redis-py's own pipeline spends more time per command in Python
-    than Redis spends answering it. The connection's socket timeout bounds the wait; on any
-    failure the connection is dropped, so the next call reconnects."""
-    pool = client.connection_pool
-    connection = pool.get_connection()
-    try:
-        wire = _Wire(connection, buffer_size=1 << 16)
+    than Redis spends answering it. The connection's socket timeout bounds the wait."""
+    with _wire(client, buffer_size=1 << 16) as wire:
         wire.socket.sendall(b"".join(commands))
         return wire.replies(len(commands))
-    except BaseException:
-        connection.disconnect()
-        raise
-    finally:
-        pool.release(connection)

@@ -55,11 +55,6 @@ class _Hash:
             self.fields.append(name)
         return self.fields.index(name)
 
-    @property
-    def command(self) -> tuple[bytes, bytes]:
-        """The packed HMGET of `fields` (see `persona.fast_redis.hmget_parts`)."""
-        return fast_redis.hmget_parts(self.fields)
-
     def stamp_of(self, view: str) -> None:
         if view not in self.stamps:
             self.stamps[view] = len(self.fields)
@@ -131,7 +126,8 @@ class RedisFeatureReader:
             raise ValueError(f"feature service {feature_service!r} reads no {CATALOG_VIEW}")
         self._category_field = catalog.field_of(CATALOG_VIEW, CATEGORY_KEY)
         self._catalog_stamp = catalog.stamps[CATALOG_VIEW]
-        self._packed = {keys: plan.command for keys, plan in self._hashes.items()}
+        self._packed = {keys: fast_redis.hmget_parts(plan.fields)  # packed once
+                        for keys, plan in self._hashes.items()}
         self._version_command = fast_redis.get_command(fast_redis.version_key(self._project))
         self._cache = cache or ItemCache(size=0)
 
