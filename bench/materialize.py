@@ -71,9 +71,9 @@ def prepare_home(users: int, root: Path) -> Path:
     home = root / f"materialize-{users}u"
     if (home / "offline" / "current" / "manifest.json").exists():
         return home
-    from persona import offline
-    from persona.registry import apply_definitions
-    from persona.settings import Settings
+    from persona.data import offline
+    from persona.featurestore.registry import apply_definitions
+    from persona.core.settings import Settings
 
     shutil.rmtree(home, ignore_errors=True)
     settings = Settings(home=home, reports_dir=root / "reports")
@@ -88,8 +88,8 @@ def worker(home: Path, url: str, bulk: bool, check: int) -> None:
     """One timed materialization into an emptied Redis database; prints its figures."""
     import redis
 
-    from persona.materialize import materialize
-    from persona.settings import Settings
+    from persona.jobs.materialize import materialize
+    from persona.core.settings import Settings
 
     client = redis.Redis.from_url(url)
     client.flushdb()
@@ -115,10 +115,10 @@ def worker(home: Path, url: str, bulk: bool, check: int) -> None:
 
 def _version_key(settings) -> bytes:
     """The key `persona materialize` bumps when done: one key that is not an entity."""
-    from persona import fast_redis
-    from persona.store import feature_store
+    from persona.featurestore import redis_layout
+    from persona.featurestore.config import feature_store
 
-    return fast_redis.version_key(feature_store(settings).config.project.encode())
+    return redis_layout.version_key(feature_store(settings).config.project.encode())
 
 
 def _redis_cpu(client) -> float:
@@ -134,8 +134,8 @@ def _step_seconds(marks: list[tuple[str, float]], end: float) -> dict[str, float
 
 def _check_readback(settings, sample: int) -> int:
     """Feast's get_online_features for `sample` users equals their latest offline rows."""
-    from persona.materialize import rows_to_load
-    from persona.store import feature_store
+    from persona.jobs.materialize import rows_to_load
+    from persona.featurestore.config import feature_store
 
     store = feature_store(settings)
     fv = store.get_feature_view(VIEW)

@@ -1,5 +1,5 @@
 """Target 3: training-set retrieval through Feast's `get_historical_features` (Persona's offline
-store: Feast's DuckDB store with ASOF joins, persona/offline_store.py) for 1,000,000 entity rows
+store: Feast's DuckDB store with ASOF joins, persona/featurestore/offline_store.py) for 1,000,000 entity rows
 at most 1.5x a hand-written DuckDB ASOF JOIN over the same Parquet files,
 with identical values on every row.
 
@@ -59,12 +59,12 @@ def prepare(shop_dir: Path, users: int, items: int, days: int, rows: int) -> tup
 
 
 def _build_store(home: Path, users: int, items: int, days: int) -> None:
-    from persona import offline
-    from persona.generate import generate_shop
-    from persona.raw import RawTables
-    from persona.registry import apply_definitions
-    from persona.settings import Settings
-    from persona.snapshots import compute_features
+    from persona.data import offline
+    from persona.synthetic_shop import generate_shop
+    from persona.data.raw import RawTables
+    from persona.featurestore.registry import apply_definitions
+    from persona.core.settings import Settings
+    from persona.data.snapshots import compute_features
 
     settings = Settings(home=home, reports_dir=home / "reports")
     os.environ["PERSONA_HOME"] = str(home)
@@ -90,8 +90,8 @@ def _sample_entities(home: Path, out: Path, rows: int) -> None:
 def feast_worker(home: Path, entities: Path, out: Path | None, profile: Path | None) -> None:
     """Feast's get_historical_features on Persona's offline store, to a pandas frame."""
     begin = time.perf_counter()
-    from persona.settings import Settings
-    from persona.store import feature_store
+    from persona.core.settings import Settings
+    from persona.featurestore.config import feature_store
 
     imported = time.perf_counter()
     store = feature_store(Settings(home=home, reports_dir=home / "reports"))
@@ -167,8 +167,8 @@ def asof_query(store, offline_current: Path) -> str:
 
 
 def _floor_query(home: Path) -> str:
-    from persona.settings import Settings
-    from persona.store import feature_store
+    from persona.core.settings import Settings
+    from persona.featurestore.config import feature_store
 
     settings = Settings(home=home, reports_dir=home / "reports")
     return asof_query(feature_store(settings), settings.offline_current)

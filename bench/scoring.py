@@ -45,9 +45,9 @@ class Floor:
         from feast.infra.online_stores.redis import RedisOnlineStore
         from feast.protos.feast.types.Value_pb2 import Value
 
-        from persona import fast_redis
+        from persona.featurestore import redis_layout
 
-        self.value, self.keys, self.booster = Value, fast_redis, booster
+        self.value, self.keys, self.booster = Value, redis_layout, booster
         self.client = RedisOnlineStore()._get_client(store.config.online_store)
         self.project = store.config.project.encode()
         self.width = len(columns)
@@ -60,7 +60,7 @@ class Floor:
                             for f in by_view[v]] + [_mmh3("item_catalog:category")]  # last
         self.affinity_fields = [_mmh3(f"user_category_affinity:{f}")
                                 for f in by_view["user_category_affinity"]]
-        self.prefixes = {keys: fast_redis.key_prefix(keys)
+        self.prefixes = {keys: redis_layout.key_prefix(keys)
                          for keys in (("user_id",), ("item_id",), ("category", "user_id"))}
 
     def _key(self, join_keys: tuple[str, ...], *values: str) -> bytes:
@@ -113,7 +113,7 @@ def _contender(call, requests: list, calls: int):
 
 def measure(world: ServingWorld, url: str, rounds: int, calls: int) -> dict:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from persona.store import feature_store
+    from persona.featurestore.config import feature_store
     from serving.item_cache import ItemCache
     from serving.online import OnlineFeatureReader
     from serving.redis_online import RedisFeatureReader

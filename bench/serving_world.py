@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from persona.demo import SHOP
-from persona.settings import Settings
+from persona.jobs.demo import SHOP
+from persona.core.settings import Settings
 
 QUICK_SHOP = {"n_users": 300, "n_items": 200, "days": 30, "seed": 7}
 REQUESTS = 64  # distinct request bodies, cycled
@@ -31,7 +31,7 @@ class ServingWorld:
 
     def on_redis(self, url: str) -> Settings:
         """The same store with `url` as its online store, materialized there in full."""
-        from persona.materialize import materialize
+        from persona.jobs.materialize import materialize
 
         settings = Settings(home=self.settings.home, reports_dir=self.settings.reports_dir,
                             online_url=url)
@@ -49,7 +49,7 @@ class ServingWorld:
 
 def prepare(root: Path, quick: bool = False) -> ServingWorld:
     """The world under `root` (built on the first call, then reused)."""
-    from persona.locking import exclusive
+    from persona.data.locking import exclusive
 
     home = root / ("serving-quick" if quick else "serving")
     os.environ["BENTOML_HOME"] = str(home / "bentoml")
@@ -62,8 +62,8 @@ def prepare(root: Path, quick: bool = False) -> ServingWorld:
 def _load_or_build(settings: Settings, marker: Path, quick: bool) -> ServingWorld:
     if marker.exists():
         return ServingWorld(settings, **json.loads(marker.read_text()))
-    from persona.generate import generate_shop, write_shop
-    from persona.ingest import ingest
+    from persona.synthetic_shop import generate_shop, write_shop
+    from persona.jobs.ingest import ingest
     from training.pipeline import train
 
     shop = generate_shop(**(QUICK_SHOP if quick else SHOP))

@@ -1,6 +1,6 @@
 """Suites for the three raw tables, as `persona.raw.read_raw` hands them over.
 
-The column lists come from the data contract (`persona.contract`); the reader has already cast
+The column lists come from the data contract (`persona.core.contract`); the reader has already cast
 ids and other strings to `str` (None for missing), timestamps to aware UTC, quantity to int64
 and price / list_price to float64, and added any missing optional column.
 """
@@ -26,7 +26,7 @@ from expectations.common import (
     timestamps,
     unique,
 )
-from persona.contract import EVENT_TYPES, EVENTS, ITEMS, USERS
+from persona.core.contract import EVENT_TYPES, EVENTS, ITEMS, USERS
 
 
 def events_suite(

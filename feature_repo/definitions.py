@@ -21,7 +21,7 @@ from feast.on_demand_feature_view import on_demand_feature_view
 from feast.types import Float64, Int64, String
 
 from feature_repo import transforms
-from persona.settings import Settings
+from persona.core.settings import Settings
 
 OWNER = "ml-platform@persona.dev"
 

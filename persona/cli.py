@@ -13,8 +13,8 @@ import pandas as pd
 import typer
 
 from bench.cli import app as bench_app
-from persona.progress import console, steps
-from persona.settings import Settings
+from persona.jobs.progress import console, steps
+from persona.core.settings import Settings
 
 app = typer.Typer(help="Persona: e-commerce user profiling and purchase prediction on Feast.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -53,7 +53,7 @@ def generate(
     fmt: Annotated[str, typer.Option("--format", help="parquet or csv.")] = "parquet",
 ) -> None:
     """Write a synthetic shop log that follows the data contract."""
-    from persona.generate import generate_shop, write_shop
+    from persona.synthetic_shop import generate_shop, write_shop
 
     with steps("generate") as on_step:
         on_step(f"{users} users x {items} items x {days} days")
@@ -70,10 +70,10 @@ def ingest(
 ) -> None:
     """Validate a raw directory, compute point-in-time snapshots, publish and register them."""
     from expectations.gate import DataQualityError
-    from persona.contract import ContractError
-    from persona.ingest import ingest as run
-    from persona.locking import BusyError
-    from persona.settings import parse_interval
+    from persona.core.contract import ContractError
+    from persona.jobs.ingest import ingest as run
+    from persona.data.locking import BusyError
+    from persona.core.settings import parse_interval
 
     settings = _settings(home)
     if interval:
@@ -90,8 +90,8 @@ def ingest(
 @app.command()
 def apply(home: HomeOpt = None, online: OnlineOpt = None) -> None:
     """Register the feature definitions (idempotent)."""
-    from persona.locking import exclusive
-    from persona.registry import apply_definitions
+    from persona.data.locking import exclusive
+    from persona.featurestore.registry import apply_definitions
 
     settings = _settings(home, online)
     with exclusive(settings.lock_path):  # one registry writer at a time per home
@@ -107,8 +107,8 @@ def materialize(
 ) -> None:
     """Load the latest validated feature values into the online store (incremental)."""
     from expectations.gate import DataQualityError
-    from persona.locking import BusyError
-    from persona.materialize import NothingToMaterialize, materialize as run
+    from persona.data.locking import BusyError
+    from persona.jobs.materialize import NothingToMaterialize, materialize as run
 
     try:
         with steps("materialize") as on_step:
@@ -131,7 +131,7 @@ def train(
 ) -> None:
     """Train a model on point-in-time features and save it to the BentoML store."""
     from expectations.gate import DataQualityError
-    from persona.dates import parse_as_of
+    from persona.core.dates import parse_as_of
     from training.pipeline import train as run
     from training.tasks import parse_horizon
 
@@ -157,8 +157,8 @@ def score(
     home: HomeOpt = None,
 ) -> None:
     """Batch-score users (propensity) or user-item pairs (conversion) with reasons, to Parquet."""
-    from persona.dates import parse_as_of
-    from persona.progress import bar
+    from persona.core.dates import parse_as_of
+    from persona.jobs.progress import bar
     from training.model_store import ModelNotFoundError
     from training.score import score as run
 
@@ -182,9 +182,10 @@ def segments(
     """Tag and segment every active user as of DATE; print segment sizes, write a per-user file."""
     from rich.table import Table
 
-    from persona.dates import parse_as_of
-    from persona.segments import segment_sizes, segment_users
-    from persona.tags import TAGS_FILE, TagBook, TagFileError
+    from persona.core.dates import parse_as_of
+    from persona.jobs.segments import segment_users
+    from persona.profiling.segments import segment_sizes
+    from persona.profiling.tags import TAGS_FILE, TagBook, TagFileError
 
     settings = _settings(home)
     try:
@@ -232,7 +233,7 @@ def demo(
     days: Annotated[int, typer.Option(help="Days of events in the generated shop.", min=21)] = 60,
 ) -> None:
     """Generate a small shop, ingest, train, materialize, serve and query it, end to end."""
-    from persona.demo import run
+    from persona.jobs.demo import run
 
     run(_settings(home, online), port=port,
         shop_size={"n_users": users, "n_items": items, "days": days})

@@ -5,7 +5,7 @@ Modules: `online` (pair matrices from the online store), `users` (user-keyed mat
 (propensity, churn risk, profile tags), `service` (the BentoML class), `run` (start it).
 """
 
-from persona.models import MODEL_TAG_ENV, TASKS, resolve_tag
+from persona.core.catalog import MODEL_TAG_ENV, TASKS, resolve_tag
 
 MODEL_NAME = TASKS["conversion"].model_name  # required: the service ranks with it
 SERVICE_NAME = "persona"  # the BentoML service (and Bento) name

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from persona.expressions import QUANTILES
-from persona.tags import TagBook
+from persona.profiling.expressions import QUANTILES
+from persona.profiling.tags import TagBook
 from serving.schemas import (
     Freshness,
     ProfileRequest,

@@ -24,7 +24,7 @@ from feast.infra.online_stores.helpers import _mmh3, compute_versioned_name
 from feast.infra.online_stores.redis import RedisOnlineStore
 from feast.types import String
 
-from persona import fast_redis
+from persona.featurestore import redis_layout
 from serving.item_cache import ItemCache
 from serving.online import (
     CATALOG_VIEW,
@@ -66,20 +66,20 @@ def online_reader(store: FeatureStore, feature_service: str, columns: Sequence[s
     """The reader /rank and /predict use: the direct one (with `cache`) where Feast's layout is
     a single Redis server's, Feast's get_online_features elsewhere (SQLite, Redis Cluster or
     Sentinel)."""
-    if fast_redis.supports(store.config):
+    if redis_layout.supports(store.config):
         return RedisFeatureReader(store, feature_service, columns, cache)
     return OnlineFeatureReader(store, feature_service, columns)
 
 
 class RedisFeatureReader:
     """The same interface and answers as `OnlineFeatureReader`, for a single Redis server with
-    version-3 entity keys (`persona.fast_redis.supports`)."""
+    version-3 entity keys (`persona.redis_layout.supports`)."""
 
     def __init__(self, store: FeatureStore, feature_service: str, columns: Sequence[str],
                  cache: ItemCache | None = None):
         config = store.config
-        if not fast_redis.supports(config):
-            raise fast_redis.UnsupportedLayout("the direct reader needs a single Redis server "
+        if not redis_layout.supports(config):
+            raise redis_layout.UnsupportedLayout("the direct reader needs a single Redis server "
                                                "and key version 3")
         service = resolve_service(store, feature_service, columns)
         self.columns = list(columns)
@@ -96,7 +96,7 @@ class RedisFeatureReader:
             keys = _keys(view)
             if not set(keys) <= {USER_KEY, ITEM_KEY, CATEGORY_KEY}:
                 raise ValueError(f"view {view_name!r} is keyed by {keys}, which /rank cannot key")
-            plan = self._hashes.setdefault(keys, _Hash(keys, fast_redis.key_prefix(keys)))
+            plan = self._hashes.setdefault(keys, _Hash(keys, redis_layout.key_prefix(keys)))
             stored_name = compute_versioned_name(view, versioning)
             plan.stamp_of(stored_name)
             return plan, stored_name
@@ -126,9 +126,9 @@ class RedisFeatureReader:
             raise ValueError(f"feature service {feature_service!r} reads no {CATALOG_VIEW}")
         self._category_field = catalog.field_of(CATALOG_VIEW, CATEGORY_KEY)
         self._catalog_stamp = catalog.stamps[CATALOG_VIEW]
-        self._packed = {keys: fast_redis.hmget_parts(plan.fields)  # packed once
+        self._packed = {keys: redis_layout.hmget_parts(plan.fields)  # packed once
                         for keys, plan in self._hashes.items()}
-        self._version_command = fast_redis.get_command(fast_redis.version_key(self._project))
+        self._version_command = redis_layout.get_command(redis_layout.version_key(self._project))
         self._cache = cache or ItemCache(size=0)
 
     def for_user(self, user_id: str, item_ids: Sequence[str]) -> FeatureRows:
@@ -153,11 +153,11 @@ class RedisFeatureReader:
             rows = read[plan.join_keys]
             if plan.numbers:
                 fields, columns = zip(*plan.numbers)
-                decoded = np.array([[fast_redis.number(raw[f]) for f in fields]
+                decoded = np.array([[redis_layout.number(raw[f]) for f in fields]
                                     for raw in rows.distinct], dtype=np.float64)
                 matrix[:, list(columns)] = decoded.reshape(-1, len(fields))[rows.take]
             for index, name, text in plan.inputs:
-                decode = fast_redis.value if text else fast_redis.number
+                decode = redis_layout.value if text else redis_layout.number
                 distinct = np.array([decode(raw[index]) for raw in rows.distinct],
                                     dtype=object if text else np.float64)
                 inputs[name] = distinct[rows.take]
@@ -183,11 +183,11 @@ class RedisFeatureReader:
         if not unique:
             return {}
         plan = self._hashes[(ITEM_KEY,)]
-        replies = fast_redis.pipeline(self._client, self._commands(plan, [(i,) for i in unique]))
+        replies = redis_layout.pipeline(self._client, self._commands(plan, [(i,) for i in unique]))
         out = {}
         for item, raw in zip(unique, replies):
             if raw[plan.stamps[CATALOG_VIEW]]:
-                out[item] = fast_redis.value(raw[self._category_field])
+                out[item] = redis_layout.value(raw[self._category_field])
         return out
 
     def _answers(self, keys: dict[str, list[str]], retry: bool = True
@@ -209,7 +209,7 @@ class RedisFeatureReader:
         commands = [self._version_command] + [
             command for keys_, tuples in wanted.items()
             for command in self._commands(self._hashes[keys_], tuples)]
-        stored_version, *replies = fast_redis.pipeline(self._client, commands)
+        stored_version, *replies = redis_layout.pipeline(self._client, commands)
         if stored_version != version and cached and retry:
             self._cache.reset(stored_version)  # materialized since: the cached rows are stale
             return self._answers(keys, retry=False)
@@ -225,7 +225,7 @@ class RedisFeatureReader:
         commands = [command for keys_, tuples in later.items()
                     for command in self._commands(self._hashes[keys_], tuples)]
         if commands:
-            replies = fast_redis.pipeline(self._client, commands)
+            replies = redis_layout.pipeline(self._client, commands)
             offset = 0
             for keys_, tuples in later.items():
                 answers[keys_].update(zip(tuples, replies[offset:offset + len(tuples)]))
@@ -237,11 +237,11 @@ class RedisFeatureReader:
         (matches no affinity row, as in Feast's path)."""
         if not raw[self._catalog_stamp]:
             return ""
-        return fast_redis.value(raw[self._category_field]) or ""
+        return redis_layout.value(raw[self._category_field]) or ""
 
     def _commands(self, plan: _Hash, tuples: Sequence[tuple[str, ...]]) -> list[bytes]:
         command = self._packed[plan.join_keys]
-        return [fast_redis.hmget(command, fast_redis.entity_key(plan.prefix, values,
+        return [redis_layout.hmget(command, redis_layout.entity_key(plan.prefix, values,
                                                                   self._project))
                 for values in tuples]
 

@@ -23,8 +23,8 @@ from typing import NoReturn
 
 import httpx
 
-from persona.models import resolve_tag
-from persona.settings import PROJECT_ROOT, Settings
+from persona.core.catalog import resolve_tag
+from persona.core.settings import PROJECT_ROOT, Settings
 from serving import (
     MODEL_TAG_ENV,
     PROPENSITY_MODEL_NAME,

@@ -141,9 +141,9 @@ class PersonaService:
         passive_openmp()  # before anything below imports xgboost
         # Imported here, in the worker: `bentoml serve` also imports this module in its
         # supervising process, which needs the API definitions but not Feast (seconds to import).
-        from persona.settings import Settings
-        from persona.store import feature_store
-        from persona.tags import TagBook
+        from persona.core.settings import Settings
+        from persona.featurestore.config import feature_store
+        from persona.profiling.tags import TagBook
         from serving.item_cache import ItemCache
         from serving.profiles import Profiler
         from serving.redis_online import online_reader

@@ -11,8 +11,8 @@ import pytest
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from persona.generate import Shop, generate_shop, write_shop  # noqa: E402
-from persona.settings import Settings  # noqa: E402
+from persona.synthetic_shop import Shop, generate_shop, write_shop  # noqa: E402
+from persona.core.settings import Settings  # noqa: E402
 
 
 @pytest.fixture(scope="session")

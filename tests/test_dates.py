@@ -1,7 +1,7 @@
 import pandas as pd
 import pytest
 
-from persona.dates import parse_as_of
+from persona.core.dates import parse_as_of
 
 
 @pytest.mark.parametrize(("text", "expected"), [

@@ -13,8 +13,8 @@ import httpx
 import pytest
 from redis_server import redis_url  # noqa: F401  (fixture)
 
-from persona.generate import generate_shop, write_shop
-from persona.settings import Settings
+from persona.synthetic_shop import generate_shop, write_shop
+from persona.core.settings import Settings
 from serving.run import start_server
 from training.model_store import load_model
 

@@ -33,7 +33,7 @@ from schemathesis.specs.openapi.checks import negative_data_rejection, positive_
 from test_profile_api import Propensity, propensity  # noqa: F401  (fixture)
 from test_serving import World, redis_settings, world  # noqa: F401  (fixtures)
 
-from persona.settings import Settings
+from persona.core.settings import Settings
 from serving.run import ServerHandle, start_server
 from serving.schemas import (
     MAX_ID_CHARS,

@@ -8,8 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from persona.contract import EVENT_TYPES, TABLES
-from persona.generate import DEFAULT_END, Shop, generate_shop, write_shop
+from persona.core.contract import EVENT_TYPES, TABLES
+from persona.synthetic_shop import DEFAULT_END, Shop, generate_shop, write_shop
 
 N_USERS, N_ITEMS, DAYS = 300, 100, 30
 

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from persona import offline
-from persona.generate import generate_shop, write_shop
-from persona.ingest import ingest
-from persona.locking import BusyError, exclusive
-from persona.settings import Settings
-from persona.store import feature_store
+from persona.data import offline
+from persona.synthetic_shop import generate_shop, write_shop
+from persona.jobs.ingest import ingest
+from persona.data.locking import BusyError, exclusive
+from persona.core.settings import Settings
+from persona.featurestore.config import feature_store
 
 pytestmark = pytest.mark.integration
 

@@ -13,13 +13,13 @@ import pandas as pd
 import pytest
 
 from expectations.gate import DataQualityError
-from persona import offline
-from persona.contract import ContractError
-from persona.generate import write_shop
-from persona.ingest import ingest
-from persona.materialize import materialize
-from persona.settings import FEATURE_REPO, Settings
-from persona.store import feature_store
+from persona.data import offline
+from persona.core.contract import ContractError
+from persona.synthetic_shop import write_shop
+from persona.jobs.ingest import ingest
+from persona.jobs.materialize import materialize
+from persona.core.settings import FEATURE_REPO, Settings
+from persona.featurestore.config import feature_store
 
 pytestmark = pytest.mark.integration
 

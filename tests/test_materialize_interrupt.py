@@ -23,13 +23,13 @@ from feast import FeatureStore, FeatureView
 from feast.infra.registry.file import FileRegistryStore
 from redis_server import RedisProcess
 
-from persona import offline
-from persona.materialize import TIMESTAMP, last_snapshot, materialize, rows_to_load
-from persona.raw import RawTables
-from persona.registry import apply_definitions
-from persona.settings import PROJECT_ROOT, Settings
-from persona.snapshots import compute_features
-from persona.store import feature_store
+from persona.data import offline
+from persona.jobs.materialize import TIMESTAMP, last_snapshot, materialize, rows_to_load
+from persona.data.raw import RawTables
+from persona.featurestore.registry import apply_definitions
+from persona.core.settings import PROJECT_ROOT, Settings
+from persona.data.snapshots import compute_features
+from persona.featurestore.config import feature_store
 
 pytestmark = [pytest.mark.integration, pytest.mark.redis]
 
@@ -37,10 +37,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.redis]
 # over ~1,500 round trips (about a second), so that a kill lands in the middle of a view. It
 # imports first, then waits for a line on stdin: the test's own set-up runs meanwhile.
 GATED_CLI = ("import functools, sys\n"
-             "import expectations.gate, persona.materialize\n"
-             "from persona import fast_redis\n"
+             "import expectations.gate, persona.jobs.materialize\n"
+             "from persona.featurestore import redis_layout\n"
              "from persona.cli import app\n"
-             "fast_redis.write_view = functools.partial(fast_redis.write_view, batch_rows=1)\n"
+             "redis_layout.write_view = functools.partial(redis_layout.write_view, batch_rows=1)\n"
              "sys.stdin.readline()\n"
              "app(prog_name='persona')\n")
 

@@ -1,4 +1,4 @@
-"""The bulk Redis writer (persona/fast_redis.py) behind `persona materialize`: the same bytes as
+"""The bulk Redis writer (persona/redis_layout.py) behind `persona materialize`: the same bytes as
 Feast's own writer, read back by Feast's get_online_features, Feast's timestamp rule, and the
 materialization intervals Feast records."""
 
@@ -22,13 +22,15 @@ from feast.value_type import ValueType
 from google.protobuf.timestamp_pb2 import Timestamp
 from redis_server import redis_url  # noqa: F401 (fixture)
 
-from persona import fast_redis, offline
-from persona.materialize import materialize, rows_to_load
-from persona.raw import RawTables
-from persona.registry import apply_definitions
-from persona.settings import Settings
-from persona.snapshots import compute_features
-from persona.store import feature_store
+from persona.featurestore import redis_layout
+
+from persona.data import offline
+from persona.jobs.materialize import materialize, rows_to_load
+from persona.data.raw import RawTables
+from persona.featurestore.registry import apply_definitions
+from persona.core.settings import Settings
+from persona.data.snapshots import compute_features
+from persona.featurestore.config import feature_store
 
 pytestmark = [pytest.mark.integration, pytest.mark.redis]
 
@@ -51,18 +53,18 @@ def test_value_bytes_equal_feasts(case: str) -> None:
     array, value_type = VALUES[case]
     expected = [p.SerializeToString() for p in python_values_to_proto_values(
         array.to_numpy(zero_copy_only=False), value_type)]
-    assert fast_redis.value_protos(array, value_type).to_pylist() == expected
+    assert redis_layout.value_protos(array, value_type).to_pylist() == expected
 
 
 def test_entity_keys_equal_feasts() -> None:
     users, categories = ["U0000042", "é" * 300, ""], ["books", "", "z"]
     table = pa.table({"user_id": users, "category": categories})
     strings = {"user_id": ValueType.STRING, "category": ValueType.STRING}
-    both = fast_redis.entity_keys(table, strings, b"persona").to_pylist()
+    both = redis_layout.entity_keys(table, strings, b"persona").to_pylist()
     assert both == [_feast_key(["user_id", "category"], [Value(string_val=u), Value(string_val=c)],
                                b"persona") for u, c in zip(users, categories)]
     numbers = pa.table({"n": pa.array([1, -5, 2**40], pa.int64())})
-    assert fast_redis.entity_keys(numbers, {"n": ValueType.INT64}, b"p").to_pylist() == [
+    assert redis_layout.entity_keys(numbers, {"n": ValueType.INT64}, b"p").to_pylist() == [
         _feast_key(["n"], [Value(int64_val=v)], b"p") for v in (1, -5, 2**40)]
 
 
@@ -81,7 +83,7 @@ def test_timestamp_bytes_equal_feasts() -> None:
         proto = Timestamp()
         proto.FromDatetime(stamp)
         expected.append(proto.SerializeToString())
-    assert fast_redis.timestamp_protos(fast_redis.timestamp_nanos(array)).to_pylist() == expected
+    assert redis_layout.timestamp_protos(redis_layout.timestamp_nanos(array)).to_pylist() == expected
 
 
 # --- against a real Redis and Feast's own writer ------------------------------------------------
@@ -169,7 +171,7 @@ def test_intervals_are_recorded_like_feasts_and_carry_on(loaded: Loaded) -> None
 def test_each_materialization_bumps_the_version_services_watch(loaded: Loaded) -> None:
     config = feature_store(loaded.bulk).config
     client = redis.Redis.from_url(loaded.bulk.online_url)
-    key = fast_redis.version_key(config.project.encode())
+    key = redis_layout.version_key(config.project.encode())
     before = int(client.get(key))
     materialize(loaded.bulk, views=["item_catalog"])
     assert int(client.get(key)) == before + 1
@@ -184,7 +186,7 @@ def test_older_rows_do_not_overwrite_newer(loaded: Loaded) -> None:
         table = pa.table({"item_id": ["I_TEST_1"], "category": ["books"], "brand": ["b"],
                           "list_price": [price],
                           "event_timestamp": pa.array([stamp], pa.timestamp("us", tz="UTC"))})
-        return fast_redis.write_view(store.config, fv, table)
+        return redis_layout.write_view(store.config, fv, table)
 
     def price() -> float:
         online = store.get_online_features(features=["item_catalog:list_price"],
@@ -209,9 +211,9 @@ def test_batches_and_key_expiry(loaded: Loaded) -> None:
                                                   pa.timestamp("us", tz="UTC"))})
     config = store.config.model_copy(deep=True)
     config.online_store.key_ttl_seconds = 3600
-    assert fast_redis.write_view(config, fv, table, batch_rows=7) == rows
+    assert redis_layout.write_view(config, fv, table, batch_rows=7) == rows
     client = redis.Redis.from_url(loaded.bulk.online_url)
-    keys = fast_redis.entity_keys(table, {"item_id": ValueType.STRING}, b"persona").to_pylist()
+    keys = redis_layout.entity_keys(table, {"item_id": ValueType.STRING}, b"persona").to_pylist()
     assert all(0 < client.ttl(key) <= 3600 for key in keys)
     entity_rows = [{"item_id": f"I_BATCH_{i}"} for i in range(rows)]
     online = store.get_online_features(features=["item_catalog:list_price"],

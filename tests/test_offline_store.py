@@ -10,13 +10,13 @@ import pandas as pd
 import pytest
 from feast import FeatureStore, RepoConfig
 
-from persona import offline
-from persona.generate import Shop
-from persona.raw import RawTables
-from persona.registry import apply_definitions
-from persona.settings import FEATURE_REPO, Settings
-from persona.snapshots import compute_features
-from persona.store import repo_config
+from persona.data import offline
+from persona.synthetic_shop import Shop
+from persona.data.raw import RawTables
+from persona.featurestore.registry import apply_definitions
+from persona.core.settings import FEATURE_REPO, Settings
+from persona.data.snapshots import compute_features
+from persona.featurestore.config import repo_config
 
 pytestmark = pytest.mark.integration
 KEYS = ["user_id", "item_id", "category", "event_timestamp"]

@@ -24,8 +24,8 @@ from bentoml._internal.models import ModelStore
 from redis_server import redis_url  # noqa: F401  (fixture)
 from test_serving import World, check_reasons, redis_settings, world  # noqa: F401  (fixtures)
 
-from persona.settings import Settings
-from persona.store import feature_store
+from persona.core.settings import Settings
+from persona.featurestore.config import feature_store
 from serving import PROPENSITY_MODEL_NAME
 from serving.breaker import Breaker
 from serving.run import ServerHandle, free_port, start_server
@@ -284,9 +284,9 @@ def test_unreachable_redis_is_a_503_on_the_new_endpoints(world: World,
     from bentoml.exceptions import ServiceUnavailable
     from feast import FeatureStore
 
-    from persona.settings import FEATURE_REPO
-    from persona.store import repo_config
-    from persona.tags import TagBook
+    from persona.core.settings import FEATURE_REPO
+    from persona.featurestore.config import repo_config
+    from persona.profiling.tags import TagBook
     from serving.profiles import Profiler, PropensityScorer
 
     config = repo_config(Settings(home=world.redis_home, reports_dir=world.settings.reports_dir,

@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 from homes import ingested_home
 
-from persona.generate import Shop, generate_shop
-from persona.offline import current_manifest
-from persona.settings import Settings
+from persona.synthetic_shop import Shop, generate_shop
+from persona.data.offline import current_manifest
+from persona.core.settings import Settings
 from training.evaluate import recency_score, rfm_score, top_decile_lift
 from training.labels import PROPENSITY_COLUMNS, LabelError, propensity_labels, snapshot_times
 from training.model_store import (
@@ -305,8 +305,9 @@ def test_report_shows_segments_of_the_validation_users(trained: TrainResult) -> 
 @pytest.mark.integration
 def test_segments_as_of_a_date_with_the_trained_model(trained: TrainResult, settings: Settings,
                                                       shop: Shop) -> None:
-    from persona.segments import segment_sizes, segment_users
-    from persona.tags import TagBook
+    from persona.jobs.segments import segment_users
+    from persona.profiling.segments import segment_sizes
+    from persona.profiling.tags import TagBook
 
     as_of = pd.Timestamp("2026-09-15", tz="UTC")
     segmented = segment_users(settings, as_of)

@@ -17,12 +17,12 @@ import pandas as pd
 import pytest
 
 from expectations.gate import DataQualityError
-from persona.contract import ContractError
-from persona.generate import Shop, write_shop
-from persona.ingest import ingest
-from persona.quality import check_raw
-from persona.raw import parse_timestamps, read_raw
-from persona.settings import Settings
+from persona.core.contract import ContractError
+from persona.synthetic_shop import Shop, write_shop
+from persona.jobs.ingest import ingest
+from persona.data.quality import check_raw
+from persona.data.raw import parse_timestamps, read_raw
+from persona.core.settings import Settings
 
 Mutate = Callable[[Path], None]
 
@@ -139,7 +139,7 @@ def test_explicit_offsets_convert_to_utc_and_a_date_is_midnight_utc() -> None:
 def test_extra_columns_are_dropped_with_a_warning_naming_them(
         csv_shop: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     raw_dir = _copy(csv_shop, tmp_path, _rewrite("users", lambda f: f.assign(email="a@b.c")))
-    with caplog.at_level(logging.WARNING, logger="persona.raw"):
+    with caplog.at_level(logging.WARNING, logger="persona.data.raw"):
         raw = read_raw(raw_dir)
     assert "email" not in raw.users.columns
     (warning,) = [r.getMessage() for r in caplog.records if "outside the contract" in r.getMessage()]

@@ -26,8 +26,8 @@ from redis_server import RedisProcess
 from test_profile_api import Propensity, propensity  # noqa: F401  (fixture)
 from test_serving import World, world  # noqa: F401  (fixture)
 
-from persona.materialize import materialize
-from persona.settings import Settings
+from persona.jobs.materialize import materialize
+from persona.core.settings import Settings
 from serving import MODEL_NAME
 from serving.auth import UNAUTHORIZED, api_keys, key_matches, presented_key
 from serving.run import ServerError, ServerHandle, start_server
@@ -36,7 +36,7 @@ from serving.service import ONLINE_STORE_DOWN
 pytestmark = pytest.mark.integration
 
 KEYS = ["k-alpha-0123456789", "k-beta-9876543210"]
-TIMEOUT = 1.5  # persona/store.py: 0.5 s to connect, 1 s per command, no retries; plus slack
+TIMEOUT = 1.5  # persona/featurestore/config.py: 0.5 s to connect, 1 s per command, no retries; plus slack
 
 
 @pytest.fixture(scope="module")

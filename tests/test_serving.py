@@ -21,14 +21,16 @@ from bentoml._internal.configuration.containers import BentoMLContainer
 from bentoml._internal.models import Model, ModelStore
 from redis_server import redis_url  # noqa: F401  (fixture)
 
-from persona import fast_redis, offline
-from persona.generate import Shop
-from persona.materialize import materialize
-from persona.raw import RawTables
-from persona.registry import apply_definitions
-from persona.settings import Settings
-from persona.snapshots import compute_features
-from persona.store import feature_store
+from persona.featurestore import redis_layout
+
+from persona.data import offline
+from persona.synthetic_shop import Shop
+from persona.jobs.materialize import materialize
+from persona.data.raw import RawTables
+from persona.featurestore.registry import apply_definitions
+from persona.core.settings import Settings
+from persona.data.snapshots import compute_features
+from persona.featurestore.config import feature_store
 from serving.item_cache import ItemCache
 from serving.online import OnlineFeatureReader
 from serving.redis_online import RedisFeatureReader
@@ -384,7 +386,7 @@ def test_item_cache_is_emptied_by_a_new_materialization(
     store.write_to_online_store("item_catalog", row)
     assert reader.for_user(user, [item]).cold_item.tolist() == [True]  # still the cached row
 
-    fast_redis.mark_materialized(store.config)
+    redis_layout.mark_materialized(store.config)
     after = reader.for_user(user, [item, world.items[0]])
     want = OnlineFeatureReader(store, SERVICE, world.features).for_user(user,
                                                                         [item, world.items[0]])

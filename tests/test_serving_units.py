@@ -15,8 +15,8 @@ from feast.protos.feast.serving.ServingService_pb2 import FieldStatus, GetOnline
 from feast.protos.feast.types.Value_pb2 import Value
 from pydantic import ValidationError
 
-from persona.settings import Settings
-from persona.tags import TagBook
+from persona.core.settings import Settings
+from persona.profiling.tags import TagBook
 from serving import (
     MODEL_NAME,
     MODEL_TAG_ENV,
@@ -153,7 +153,7 @@ def test_model_tags(monkeypatch: pytest.MonkeyPatch) -> None:
     assert resolve_model_tag("other:abc") == "other:abc"
     monkeypatch.setenv(MODEL_TAG_ENV, "pinned")
     assert resolve_model_tag() == f"{MODEL_NAME}:pinned"
-    from persona.models import TASKS
+    from persona.core.catalog import TASKS
 
     assert PROPENSITY_MODEL_NAME == TASKS["propensity"].model_name
     monkeypatch.delenv(PROPENSITY_TAG_ENV, raising=False)

@@ -7,8 +7,8 @@ from datetime import timedelta
 import pandas as pd
 import pytest
 
-from persona.raw import RawTables
-from persona.snapshots import compute_features
+from persona.data.raw import RawTables
+from persona.data.snapshots import compute_features
 
 T = pd.Timestamp
 

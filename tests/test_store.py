@@ -5,8 +5,8 @@ import time
 import pytest
 import redis
 
-from persona.settings import Settings
-from persona.store import redis_connection_string, repo_config
+from persona.core.settings import Settings
+from persona.featurestore.config import redis_connection_string, repo_config
 
 
 def test_redis_url_to_feast_connection_string() -> None:

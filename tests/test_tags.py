@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from persona.expressions import ExpressionError, compile_expression
-from persona.tags import TAGS_FILE, TagBook, TagFileError
+from persona.profiling.expressions import ExpressionError, compile_expression
+from persona.profiling.tags import TAGS_FILE, TagBook, TagFileError
 
 
 def _users() -> pd.DataFrame:

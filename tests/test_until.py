@@ -11,9 +11,9 @@ from homes import ingested_home
 from typer.testing import CliRunner
 
 from persona.cli import app
-from persona.dates import parse_as_of
-from persona.generate import Shop, generate_shop
-from persona.settings import Settings
+from persona.core.dates import parse_as_of
+from persona.synthetic_shop import Shop, generate_shop
+from persona.core.settings import Settings
 from training.model_store import load_model
 from training.pipeline import Labelled, TrainResult, labelled_frame, train_labelled
 

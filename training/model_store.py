@@ -10,7 +10,7 @@ from typing import Any, NamedTuple
 import bentoml
 import xgboost as xgb
 
-from persona.models import TASKS, resolve_tag
+from persona.core.catalog import TASKS, resolve_tag
 
 MODEL_NAME = TASKS["conversion"].model_name  # the default task's name, which serving imports
 # The serving service reads these keys; a model without any of them is never saved.

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from persona.offline import current_manifest
-from persona.raw import RawTables, read_raw
-from persona.segments import report_section
-from persona.settings import Settings
-from persona.store import feature_store
+from persona.data.offline import current_manifest
+from persona.data.raw import RawTables, read_raw
+from persona.profiling.segments import report_section
+from persona.core.settings import Settings
+from persona.featurestore.config import feature_store
 from training import report
 from training.evaluate import evaluate, summary
 from training.model import FitResult, ModelParams, fit, predict

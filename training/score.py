@@ -21,11 +21,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from persona.models import TASKS
-from persona.offline import current_manifest
-from persona.raw import parse_timestamps, read_raw
-from persona.settings import Settings
-from persona.store import feature_store
+from persona.core.catalog import TASKS
+from persona.data.offline import current_manifest
+from persona.data.raw import parse_timestamps, read_raw
+from persona.core.settings import Settings
+from persona.featurestore.config import feature_store
 from training.explain import Reason, contributions, top_reasons
 from training.model import matrix, threads
 from training.model_store import StoredModel, get_model
@@ -90,7 +90,7 @@ def raw_events(settings: Settings) -> pd.DataFrame:
     return read_raw(Path(raw_dir)).events
 
 
-_raw_events = raw_events  # the name persona.segments first imported
+_raw_events = raw_events  # the name persona.profiling.segments first imported
 
 
 def active_users(events: pd.DataFrame, as_of: pd.Timestamp) -> np.ndarray:

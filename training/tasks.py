@@ -14,8 +14,8 @@ from datetime import timedelta
 
 import pandas as pd
 
-from persona.models import TASKS, Task
-from persona.raw import RawTables
+from persona.core.catalog import TASKS, Task
+from persona.data.raw import RawTables
 from training.evaluate import CONVERSION_BASELINES, PROPENSITY_BASELINES, Baseline
 from training.labels import conversion_labels, propensity_labels
 from training.retrieval import CONVERSION_ROWS, PROPENSITY_ROWS, EntityRows

@@ -41,7 +41,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from persona.contract import EVENT_TYPES, EVENTS, ITEMS, USERS
+from persona.core.contract import EVENT_TYPES, EVENTS, ITEMS, USERS
 
 DEFAULT_END = datetime(2026, 10, 1, tzinfo=UTC)
 

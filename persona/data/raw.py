@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from persona.contract import EVENTS, ITEMS, TABLES, USERS, ContractError, TableSpec, find_table
+from persona.core.contract import EVENTS, ITEMS, TABLES, USERS, ContractError, TableSpec, find_table
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ older than the view's TTL. An entity row without a match is kept with nulls, as 
 Feast has no hook for the join, so its module-level function is swapped for the length of the
 call, under a lock. `tests/test_offline_store.py` compares the two on every row and value.
 
-Use it with `offline_store: type: persona.offline_store.AsofDuckDBOfflineStore`.
+Use it with `offline_store: type: persona.featurestore.offline_store.AsofDuckDBOfflineStore`.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ _MATCHED_AT = "__persona_matched_at"
 
 
 class AsofDuckDBOfflineStoreConfig(DuckDBOfflineStoreConfig):
-    type: StrictStr = "persona.offline_store.AsofDuckDBOfflineStore"
+    type: StrictStr = "persona.featurestore.offline_store.AsofDuckDBOfflineStore"
 
 
 class AsofDuckDBOfflineStore(DuckDBOfflineStore):

@@ -5,7 +5,7 @@ Per view, the rows to load are what Feast's own materialization loads: each enti
 with a timestamp in the view's window, from where its last materialization ended (the first time,
 or with `full`, the start of its TTL window) up to `end`, both ends included. Every view's rows pass
 the GE gate before anything is written. SQLite is loaded by Feast's `materialize`; a Redis server
-gets the same bytes from `persona.fast_redis` (Feast's Python writer managed about 3,900 entities/s
+gets the same bytes from `persona.featurestore.redis_layout` (Feast's Python writer managed about 3,900 entities/s
 here) and the interval is recorded in the registry exactly as Feast records it, so
 `feast materialize-incremental` and `persona materialize` carry on from each other.
 """
@@ -20,10 +20,12 @@ import pandas as pd
 import pyarrow as pa
 from feast import FeatureStore, FeatureView
 
-from persona import fast_redis, offline, quality
-from persona.locking import exclusive
-from persona.settings import Settings
-from persona.store import feature_store, staged_registry
+from persona.featurestore import redis_layout
+
+from persona.data import offline, quality
+from persona.data.locking import exclusive
+from persona.core.settings import Settings
+from persona.featurestore.config import feature_store, staged_registry
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 TIMESTAMP = "event_timestamp"
@@ -56,12 +58,12 @@ def materialize(settings: Settings, end: datetime | None = None, full: bool = Fa
         on_step("validating the rows to load")
         frames = {name: _frame(table) for name, table in tables.items() if table.num_rows}
         quality.check_features(frames, pd.Timestamp.now(tz="UTC"), settings.docs_dir)
-        bulk = bulk and fast_redis.supports(store.config)
+        bulk = bulk and redis_layout.supports(store.config)
         for fv in chosen:
             on_step(f"loading {fv.name}")
             _load(settings, fv, tables[fv.name], windows[fv.name], bulk)
-        if fast_redis.supports(store.config):
-            fast_redis.mark_materialized(store.config)  # services drop their cached item rows
+        if redis_layout.supports(store.config):
+            redis_layout.mark_materialized(store.config)  # services drop their cached item rows
         return {name: table.num_rows for name, table in tables.items()}
 
 
@@ -72,7 +74,7 @@ def _load(settings: Settings, fv: FeatureView, table: pa.Table,
     atomically, as a kill inside Feast's in-place rewrite would leave the registry truncated."""
     with staged_registry(settings) as store:
         if bulk:
-            fast_redis.write_view(store.config, fv, table)
+            redis_layout.write_view(store.config, fv, table)
             store.registry.apply_materialization(fv, store.project, *window)
         else:
             store.materialize(start_date=window[0], end_date=window[1], feature_views=[fv.name])

@@ -5,14 +5,14 @@ from __future__ import annotations
 from feast import FeatureView
 
 from feature_repo import definitions
-from persona.settings import Settings
-from persona.store import feature_store, staged_registry
+from persona.core.settings import Settings
+from persona.featurestore.config import feature_store, staged_registry
 
 
 def apply_definitions(settings: Settings) -> list[str]:
     """Apply every object of the feature repo, its sources pointing at this installation's
     offline store; returns the registered feature view names. On a staged copy of the registry
-    (`persona.store.staged_registry`): a process killed mid-write leaves the old one whole. The
+    (`persona.featurestore.config.staged_registry`): a process killed mid-write leaves the old one whole. The
     caller holds the home's lock."""
     for obj in definitions.OBJECTS:
         if isinstance(obj, FeatureView):

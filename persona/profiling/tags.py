@@ -15,8 +15,8 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from persona.expressions import Expression, ExpressionError, compile_expression, quantiles_from
-from persona.settings import FEATURE_REPO
+from persona.profiling.expressions import Expression, ExpressionError, compile_expression, quantiles_from
+from persona.core.settings import FEATURE_REPO
 
 TAGS_FILE = FEATURE_REPO / "profile_tags.yaml"
 SCORES = ("propensity", "churn_risk")

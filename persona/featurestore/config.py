@@ -11,7 +11,7 @@ from urllib.parse import unquote, urlparse
 
 from feast import FeatureStore, RepoConfig
 
-from persona.settings import FEATURE_REPO, Settings
+from persona.core.settings import FEATURE_REPO, Settings
 
 PROJECT = "persona"
 # Fail fast when Redis is down or slow: bounded socket timeouts and no client-side retry loop
@@ -47,7 +47,7 @@ def repo_config(settings: Settings, registry: Path | None = None) -> RepoConfig:
         provider="local",
         registry=str(registry or settings.registry_path),
         online_store=online,
-        offline_store={"type": "persona.offline_store.AsofDuckDBOfflineStore"},
+        offline_store={"type": "persona.featurestore.offline_store.AsofDuckDBOfflineStore"},
         entity_key_serialization_version=3,
         repo_path=FEATURE_REPO,
     )
@@ -63,7 +63,7 @@ def staged_registry(settings: Settings) -> Iterator[FeatureStore]:
     """A store on a copy of the registry, swapped in with one atomic rename when the block ends
     without an error. Feast rewrites its registry file in place (truncate, then write), so a
     process killed in between would leave it truncated: every definition and interval lost.
-    One fixed copy per home: its writers take turns (persona.locking), and a killed one's
+    One fixed copy per home: its writers take turns (persona.data.locking), and a killed one's
     leftover is overwritten by the next."""
     staging = settings.registry_path.with_name(".registry-staged.db")
     staging.unlink(missing_ok=True)

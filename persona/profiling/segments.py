@@ -1,64 +1,15 @@
-"""`persona segments --as-of DATE`: every active user's tags and segment at a date.
-
-Features come from Feast as they were at DATE (the `user_profile_v1` service, point in time),
-scores from the latest propensity model when one is trained; the rules are the tag file's.
-"""
+"""Segments as a profile shows them: sizes per segment, plots and the training report's section,
+from frames already tagged by `persona.profiling.tags.TagBook` (no store, no model)."""
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import pandas as pd
 
-from persona.models import TASKS
-from persona.settings import Settings
-from persona.store import feature_store
-from persona.tags import TAGS_FILE, TagBook
+from persona.profiling.tags import TAGS_FILE, TagBook
 
-PROFILE_SERVICE = "user_profile_v1"
 TAGS_FILE_NAME = f"{TAGS_FILE.parent.name}/{TAGS_FILE.name}"
-
-
-def profile_features(settings: Settings, users: pd.Series, as_of: pd.Timestamp) -> pd.DataFrame:
-    """Short-named profile features of `users` as of `as_of`, indexed by user_id."""
-    store = feature_store(settings)
-    entity_df = pd.DataFrame({"user_id": users.astype(object).to_numpy(),
-                              "event_timestamp": pd.Series([as_of] * len(users), dtype="datetime64[ns, UTC]")})
-    frame = store.get_historical_features(entity_df=entity_df,
-                                          features=store.get_feature_service(PROFILE_SERVICE)).to_df()
-    return frame.drop(columns=["event_timestamp"]).set_index("user_id")
-
-
-def propensity_scores(settings: Settings, as_of: pd.Timestamp) -> pd.DataFrame | None:
-    """Propensity of every active user as of `as_of`, or None when no propensity model exists."""
-    import bentoml
-    from bentoml.exceptions import NotFound
-
-    from training.score import score
-
-    try:
-        bentoml.models.get(f"{TASKS['propensity'].model_name}:latest")
-    except NotFound:
-        return None
-    with tempfile.TemporaryDirectory() as tmp:
-        result = score(settings, "propensity", Path(tmp) / "scores.parquet", as_of=as_of)
-        scores = pd.read_parquet(result.path, columns=["user_id", "score"])
-    return scores.rename(columns={"score": "propensity"}).set_index("user_id")
-
-
-def segment_users(settings: Settings, as_of: pd.Timestamp, book: TagBook | None = None) -> pd.DataFrame:
-    """One row per user active at or before `as_of`: propensity, churn_risk, tags, segment."""
-    from training.score import active_users, raw_events
-
-    book = book or TagBook.load()
-    users = pd.Series(active_users(raw_events(settings), as_of), name="user_id")
-    frame = profile_features(settings, users, as_of)
-    scores = propensity_scores(settings, as_of)
-    frame["propensity"] = scores["propensity"].reindex(frame.index) if scores is not None else float("nan")
-    frame["churn_risk"] = 1.0 - frame["propensity"]
-    labelled = book.evaluate(frame)
-    return frame[["propensity", "churn_risk"]].join(labelled).reset_index()
 
 
 def segment_sizes(segmented: pd.DataFrame, book: TagBook | None = None) -> pd.DataFrame:

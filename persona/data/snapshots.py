@@ -14,7 +14,7 @@ from datetime import timedelta
 import duckdb
 import pandas as pd
 
-from persona.raw import RawTables
+from persona.data.raw import RawTables
 
 DAY_US = 86_400_000_000
 USER_WINDOWS = (1, 7, 30, 90)

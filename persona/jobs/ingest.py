@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from persona import offline, quality
-from persona.locking import exclusive
-from persona.raw import read_raw
-from persona.registry import apply_definitions
-from persona.settings import Settings
-from persona.snapshots import compute_features
+from persona.data import offline, quality
+from persona.data.locking import exclusive
+from persona.data.raw import read_raw
+from persona.featurestore.registry import apply_definitions
+from persona.core.settings import Settings
+from persona.data.snapshots import compute_features
 
 Step = Callable[[str], None]
 

@@ -13,7 +13,7 @@ import pandas as pd
 from expectations.features import feature_suite
 from expectations.gate import run_gate
 from expectations.raw import events_suite, items_suite, users_suite
-from persona.raw import RawTables
+from persona.data.raw import RawTables
 
 
 def check_raw(raw: RawTables, now: pd.Timestamp, docs_dir: Path) -> dict[str, dict]:

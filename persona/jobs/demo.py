@@ -12,11 +12,11 @@ import httpx
 import pandas as pd
 from rich.table import Table
 
-from persona.generate import generate_shop, write_shop
-from persona.ingest import ingest
-from persona.materialize import materialize
-from persona.progress import console, steps
-from persona.settings import Settings
+from persona.synthetic_shop import generate_shop, write_shop
+from persona.jobs.ingest import ingest
+from persona.jobs.materialize import materialize
+from persona.jobs.progress import console, steps
+from persona.core.settings import Settings
 
 SHOP = {"n_users": 3000, "n_items": 1000, "days": 60, "seed": 42}
 
