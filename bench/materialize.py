@@ -77,7 +77,6 @@ def prepare_home(users: int, root: Path) -> Path:
 
     shutil.rmtree(home, ignore_errors=True)
     settings = Settings(home=home, reports_dir=root / "reports")
-    os.environ["PERSONA_HOME"] = str(home)
     frames = {VIEW: synthetic_user_activity(users)}
     offline.publish(settings.offline_root, frames, {"source": "bench.materialize"})
     apply_definitions(settings)

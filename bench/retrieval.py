@@ -67,7 +67,6 @@ def _build_store(home: Path, users: int, items: int, days: int) -> None:
     from persona.data.snapshots import compute_features
 
     settings = Settings(home=home, reports_dir=home / "reports")
-    os.environ["PERSONA_HOME"] = str(home)
     shop = generate_shop(users, items, days, seed=0)
     features = compute_features(RawTables(shop.events, shop.users, shop.items, {}))
     offline.publish(settings.offline_root, features, {"source": "bench.retrieval"})

@@ -1,54 +1,44 @@
 """Persona's feature definitions: entities, sources, feature views, on-demand views, services.
 
-Plain module-level objects in dependency order, as in Feast's own templates. `persona ingest`
-writes the Parquet these sources read; `persona apply` (or `feast apply`) registers them.
+Plain module-level objects in dependency order, as in Feast's own templates. Each view's fields
+come from the one feature schema (`persona.core.schema`) and each service's name from the model
+catalogue (`persona.core.catalog`). Importing this module reads no environment and names no
+home: a source's path is relative to the offline store's `root`, which each home's
+`feature_store.yaml` sets. `persona ingest` writes the Parquet these sources read;
+`persona apply` (or `feast apply`) registers them.
 """
 
 from datetime import timedelta
-from pathlib import Path
 
-from feast import (
-    Entity,
-    FeatureService,
-    FeatureView,
-    Field,
-    FileSource,
-    ValueType,
-
-)
+from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
 from feast.data_format import ParquetFormat
 from feast.on_demand_feature_view import on_demand_feature_view
 from feast.types import Float64, Int64, String
 
 from feature_repo import transforms
-from persona.core.settings import Settings
+from persona.core.catalog import CONVERSION_SERVICE, PROFILE_SERVICE, PROPENSITY_SERVICE
+from persona.core.schema import FEATURE_TABLES, TIMESTAMP, Kind
 
 OWNER = "ml-platform@persona.dev"
-
-
-def source_path(offline_current: Path, view: str) -> str:
-    """Every Parquet partition of a view in the published offline version."""
-    return str(offline_current / view / "**" / "*.parquet")
+DTYPES = {Kind.STRING: String, Kind.COUNT: Int64, Kind.AMOUNT: Float64, Kind.RATE: Float64}
 
 
 def _source(view: str) -> FileSource:
-    """Partitioned Parquet published by `persona ingest`; absolute, so any working directory works
-    (persona re-points it at the configured PERSONA_HOME when it applies)."""
+    """Every Parquet partition of a view published by `persona ingest`, relative to the offline
+    store's root (the home's published version)."""
     return FileSource(
         name=f"{view}_source",
-        path=source_path(Settings.from_env().offline_current, view),
+        path=f"{view}/**/*.parquet",
         file_format=ParquetFormat(),
-        timestamp_field="event_timestamp",
+        timestamp_field=TIMESTAMP,
         description=f"Point-in-time snapshots of {view}, written by persona ingest.",
     )
 
 
-def _counts(prefix: str, kinds: tuple[str, ...], windows: tuple[int, ...], what: str) -> list[Field]:
-    return [
-        Field(name=f"{prefix}{kind}_{w}d", dtype=Int64, description=f"{kind} {what} in the last {w} days")
-        for w in windows
-        for kind in kinds
-    ]
+def _fields(view: str) -> list[Field]:
+    """The view's feature fields, in the schema's order."""
+    return [Field(name=c.name, dtype=DTYPES[c.kind], description=c.description)
+            for c in FEATURE_TABLES[view].columns]
 
 
 # Shoppers, keyed by the shop's own user id (a string: leading zeros are kept).
@@ -66,12 +56,7 @@ user_profile = FeatureView(
     name="user_profile",
     entities=[user],
     ttl=timedelta(0),
-    schema=[
-        Field(name="age_band", dtype=String, description="Age band given at sign-up"),
-        Field(name="gender", dtype=String, description="Gender given at sign-up"),
-        Field(name="region", dtype=String, description="Shipping region"),
-        Field(name="membership_level", dtype=String, description="Loyalty membership level"),
-    ],
+    schema=_fields("user_profile"),
     source=_source("user_profile"),
     owner=OWNER,
     tags={"team": "profiling", "kind": "attributes"},
@@ -84,18 +69,7 @@ user_activity = FeatureView(
     name="user_activity",
     entities=[user],
     ttl=timedelta(days=2),
-    schema=[
-        *_counts("", ("views", "carts", "purchases"), (1, 7, 30, 90), "events"),
-        *[Field(name=f"spend_{w}d", dtype=Float64, description=f"Purchase value in the last {w} days")
-          for w in (1, 7, 30, 90)],
-        Field(name="aov_90d", dtype=Float64, description="Average purchase value, 90 days (0 if none)"),
-        Field(name="days_since_last_event", dtype=Float64, description="Days from the last event to the snapshot"),
-        Field(name="days_since_last_purchase", dtype=Float64, description="Days from the last purchase (null if never)"),
-        Field(name="view_to_purchase_rate_90d", dtype=Float64, description="Purchases per view, 90 days, capped at 1"),
-        Field(name="cart_to_purchase_rate_90d", dtype=Float64, description="Purchases per cart add, 90 days, capped at 1"),
-        Field(name="distinct_categories_90d", dtype=Int64, description="Categories touched in 90 days"),
-        Field(name="favourite_category", dtype=String, description="Category with most events in 90 days"),
-    ],
+    schema=_fields("user_activity"),
     source=_source("user_activity"),
     owner=OWNER,
     tags={"team": "profiling", "kind": "behaviour"},
@@ -107,11 +81,7 @@ item_catalog = FeatureView(
     name="item_catalog",
     entities=[item],
     ttl=timedelta(0),
-    schema=[
-        Field(name="category", dtype=String, description="Item category"),
-        Field(name="brand", dtype=String, description="Item brand"),
-        Field(name="list_price", dtype=Float64, description="Catalogue price"),
-    ],
+    schema=_fields("item_catalog"),
     source=_source("item_catalog"),
     owner=OWNER,
     tags={"team": "catalogue", "kind": "attributes"},
@@ -123,14 +93,7 @@ item_popularity = FeatureView(
     name="item_popularity",
     entities=[item],
     ttl=timedelta(days=2),
-    schema=[
-        *_counts("", ("views",), (7, 30), "views of the item"),
-        Field(name="carts_30d", dtype=Int64, description="Cart adds of the item in 30 days"),
-        *_counts("", ("purchases",), (7, 30), "purchases of the item"),
-        Field(name="conversion_rate_30d", dtype=Float64,
-              description="Smoothed purchases per view over 30 days: (p + 1) / (max(v, p) + 50)"),
-        Field(name="unique_buyers_30d", dtype=Int64, description="Distinct buyers in 30 days"),
-    ],
+    schema=_fields("item_popularity"),
     source=_source("item_popularity"),
     owner=OWNER,
     tags={"team": "catalogue", "kind": "behaviour"},
@@ -142,11 +105,7 @@ user_category_affinity = FeatureView(
     name="user_category_affinity",
     entities=[user, category],
     ttl=timedelta(days=2),
-    schema=[
-        Field(name="category_events_90d", dtype=Int64, description="User's events in the category, 90 days"),
-        Field(name="category_event_share_90d", dtype=Float64, description="Share of the user's events in the category"),
-        Field(name="category_purchase_share_90d", dtype=Float64, description="Share of the user's purchases in the category"),
-    ],
+    schema=_fields("user_category_affinity"),
     source=_source("user_category_affinity"),
     owner=OWNER,
     tags={"team": "profiling", "kind": "behaviour"},
@@ -154,8 +113,9 @@ user_category_affinity = FeatureView(
 )
 
 
-# Declared order (FeatureView.schema's order varies between processes); strings are not model inputs.
-_NUMERIC_ACTIVITY = [f.name for f in user_activity.features if f.dtype != String]
+# The schema's order (FeatureView.schema's order varies between processes); strings are not
+# model inputs.
+_NUMERIC_ACTIVITY = [c.name for c in FEATURE_TABLES["user_activity"].columns if c.kind.numeric]
 
 
 # Computed at request time from the user's and the item's features (feature_repo/transforms.py).
@@ -177,7 +137,7 @@ user_item_context = on_demand_feature_view(
 
 # Exactly the features the conversion (view -> purchase within 7 days) model uses.
 conversion_v1 = FeatureService(
-    name="conversion_v1",
+    name=CONVERSION_SERVICE,
     features=[
         user_activity[_NUMERIC_ACTIVITY],
         item_catalog[["list_price"]],
@@ -192,7 +152,7 @@ conversion_v1 = FeatureService(
 
 # Exactly the features the user-level purchase propensity model uses.
 propensity_v1 = FeatureService(
-    name="propensity_v1",
+    name=PROPENSITY_SERVICE,
     features=[user_activity[_NUMERIC_ACTIVITY]],
     owner=OWNER,
     tags={"model": "propensity"},
@@ -201,7 +161,7 @@ propensity_v1 = FeatureService(
 
 # What the profile of a user is made of (attributes and behaviour), for profile lookups.
 user_profile_v1 = FeatureService(
-    name="user_profile_v1",
+    name=PROFILE_SERVICE,
     features=[user_profile, user_activity],
     owner=OWNER,
     tags={"use": "profile"},

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
@@ -12,9 +11,8 @@ from typing import Annotated
 import pandas as pd
 import typer
 
-from bench.cli import app as bench_app
+from persona.core.settings import Settings, library_defaults
 from persona.jobs.progress import console, steps
-from persona.core.settings import Settings
 
 app = typer.Typer(help="Persona: e-commerce user profiling and purchase prediction on Feast.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -24,9 +22,7 @@ OnlineOpt = Annotated[str | None, typer.Option("--online", help="Online store UR
 
 
 def _settings(home: Path | None, online: str | None = None) -> Settings:
-    settings = Settings.from_env(home=home, online=online)
-    os.environ["PERSONA_HOME"] = str(settings.home)
-    return settings
+    return Settings.from_env(home=home, online=online)
 
 
 def _fail(exc: Exception) -> None:
@@ -38,9 +34,7 @@ def _fail(exc: Exception) -> None:
 def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
-    # Read when OpenMP loads (xgboost's first import): the active default spins on 2 cores.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    library_defaults()  # before xgboost (OpenMP) and GX load
 
 
 @app.command()
@@ -238,8 +232,6 @@ def demo(
     run(_settings(home, online), port=port,
         shop_size={"n_users": users, "n_items": items, "days": days})
 
-
-app.add_typer(bench_app, name="bench", help="Run the benchmarks in bench/ against their floors.")
 
 if __name__ == "__main__":
     app()

@@ -1,6 +1,6 @@
 """Optional API-key authentication, as one ASGI middleware in front of every route.
 
-Off unless PERSONA_API_KEYS (comma-separated keys) is set in the server's environment. When it is,
+Off unless the settings name API keys (PERSONA_API_KEYS, comma-separated) in the server's environment. When it is,
 every request needs `Authorization: Bearer <key>` or `X-API-Key: <key>` naming one of the keys,
 else it gets 401 with a JSON message; only the probes, the metrics and the OpenAPI document and UI
 stay open. Deny by default: a route added later is protected without being listed here.
@@ -14,24 +14,14 @@ from __future__ import annotations
 
 import hmac
 import json
-import os
 from collections.abc import Mapping, Sequence
 
-API_KEYS_ENV = "PERSONA_API_KEYS"
+from persona.core.settings import Settings
+
 OPEN_PATHS = frozenset({"/", "/docs.json", "/livez", "/readyz", "/healthz", "/metrics"})
 OPEN_PREFIXES = ("/static_content/",)  # the OpenAPI UI's assets
 UNAUTHORIZED = {"error": "missing or invalid API key: send 'Authorization: Bearer <key>' or "
                          "'X-API-Key: <key>'"}
-
-
-def api_keys(env: Mapping[str, str] | None = None) -> list[str]:
-    """The configured keys; [] (authentication off) when PERSONA_API_KEYS is unset or empty.
-    A value that holds no key at all (only commas and spaces) is a mistake, not "off"."""
-    raw = (os.environ if env is None else env).get(API_KEYS_ENV, "")
-    keys = [key.strip() for key in raw.split(",") if key.strip()]
-    if raw.strip() and not keys:
-        raise ValueError(f"{API_KEYS_ENV} is set but names no key")
-    return keys
 
 
 def presented_key(headers: Mapping[bytes, bytes]) -> bytes | None:
@@ -62,7 +52,8 @@ class ApiKeyMiddleware:
 
     def __init__(self, app, keys: Sequence[str] | None = None) -> None:
         self.app = app
-        self.keys = [k.encode() for k in (api_keys() if keys is None else keys)]
+        keys = Settings.from_env().api_keys if keys is None else keys
+        self.keys = [k.encode() for k in keys]
 
     async def __call__(self, scope, receive, send) -> None:
         if (not self.keys or scope["type"] != "http" or is_open(scope.get("path", ""))

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Sequence
 
-ITEM_CACHE_SIZE = 100_000
-ITEM_CACHE_SECONDS = 60.0
+from persona.core.settings import DEFAULT_ITEM_CACHE_SECONDS, DEFAULT_ITEM_CACHE_SIZE, Settings
 
 
 class ItemCache:
@@ -22,7 +20,8 @@ class ItemCache:
     `feast materialize`). `size=0` turns it off.
     """
 
-    def __init__(self, size: int = ITEM_CACHE_SIZE, max_age: float = ITEM_CACHE_SECONDS) -> None:
+    def __init__(self, size: int = DEFAULT_ITEM_CACHE_SIZE,
+                 max_age: float = DEFAULT_ITEM_CACHE_SECONDS) -> None:
         self.size, self.max_age = size, max_age
         self._lock = threading.Lock()
         self._rows: dict[str, list] = {}
@@ -30,10 +29,9 @@ class ItemCache:
         self._since = time.monotonic()
 
     @classmethod
-    def from_env(cls) -> ItemCache:
+    def from_settings(cls, settings: Settings) -> ItemCache:
         """PERSONA_ITEM_CACHE_SIZE (items, 0 = off) and PERSONA_ITEM_CACHE_SECONDS."""
-        return cls(int(os.environ.get("PERSONA_ITEM_CACHE_SIZE", ITEM_CACHE_SIZE)),
-                   float(os.environ.get("PERSONA_ITEM_CACHE_SECONDS", ITEM_CACHE_SECONDS)))
+        return cls(settings.item_cache_size, settings.item_cache_seconds)
 
     def lookup(self, items: Sequence[str]) -> tuple[bytes | None, dict[str, list]]:
         """The version the cache holds and its rows of `items`."""

@@ -2,9 +2,9 @@
 handle that waits for readiness and stops it cleanly (the demo and the tests).
 
 Both run `bentoml serve serving.service:PersonaService` from the project root with the settings
-passed through the environment: PERSONA_HOME, PERSONA_REDIS_URL, PERSONA_MODEL_TAG,
-PERSONA_PROPENSITY_TAG and, when set, PERSONA_API_KEYS (serving.auth). OpenMP's wait policy is set there too, before any server process loads
-XGBoost.
+passed through the environment the settings build (`Settings.environment`): the home, the
+online store, the pinned model versions, API keys and OpenMP's wait policy, set before any
+server process loads XGBoost.
 """
 
 from __future__ import annotations
@@ -17,22 +17,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import NoReturn
 
 import httpx
 
-from persona.core.catalog import resolve_tag
-from persona.core.settings import PROJECT_ROOT, Settings
-from serving import (
-    MODEL_TAG_ENV,
-    PROPENSITY_MODEL_NAME,
-    PROPENSITY_TAG_ENV,
-    SERVICE_NAME,
-    resolve_model_tag,
-)
-from serving.auth import API_KEYS_ENV, api_keys
+from persona.core.settings import BENTOML_HOME, PROJECT_ROOT, Settings
+from serving import SERVICE_NAME, resolve_model_tag, resolve_propensity_tag
 
 SERVICE = "serving.service:PersonaService"
 
@@ -45,21 +37,17 @@ def server_env(settings: Settings, tag: str | None = None, workers: int = 1,
                base: Mapping[str, str] | None = None,
                propensity_tag: str | None = None,
                keys: Sequence[str] | None = None) -> dict[str, str]:
-    """The environment a server process needs: `base` (default os.environ) with Persona's
-    settings applied. A setting that is not given is removed, so none leaks in from `base`;
-    API keys are the exception: `keys` when given, else PERSONA_API_KEYS of `base` if set."""
-    env = dict(os.environ if base is None else base)
-    if keys is not None:
-        _set(env, API_KEYS_ENV, ",".join(keys))
-    api_keys(env)  # a malformed value fails here, before a server starts
-    env["PERSONA_HOME"] = str(settings.home)
-    _set(env, "PERSONA_REDIS_URL", settings.online_url)
-    _set(env, MODEL_TAG_ENV, resolve_model_tag(tag) if tag else None)
-    _set(env, PROPENSITY_TAG_ENV,
-         resolve_tag(PROPENSITY_MODEL_NAME, propensity_tag) if propensity_tag else None)
-    env["OMP_WAIT_POLICY"] = env.get("OMP_WAIT_POLICY") or "PASSIVE"
+    """The environment a server process needs: `base` (default this process's environment) with
+    Persona's settings applied. A model tag that is not given is removed, so none leaks in from
+    `base`; `keys`, when given, replace the settings' API keys."""
+    pinned = replace(
+        settings,
+        model_tag=resolve_model_tag(tag) if tag else None,
+        propensity_tag=resolve_propensity_tag(propensity_tag) if propensity_tag else None,
+        api_keys=settings.api_keys if keys is None else tuple(keys))
+    overrides = json.dumps({"services": {SERVICE_NAME: {"workers": workers}}})
+    env = pinned.environment(base, {"BENTOML_CONFIG_OVERRIDES": overrides})
     env.setdefault("BENTOML_DO_NOT_TRACK", "True")
-    env["BENTOML_CONFIG_OVERRIDES"] = json.dumps({"services": {SERVICE_NAME: {"workers": workers}}})
     return env
 
 
@@ -68,17 +56,18 @@ def server_command(host: str, port: int) -> list[str]:
             "--working-dir", str(PROJECT_ROOT)]
 
 
-def check_model(tag: str | None, env: Mapping[str, str] | None = None) -> str:
-    """The resolved tag ("name:version") of the model a server started with `env` (default
-    os.environ) would load; fails early, with a clear message, when its store has none.
+def check_model(tag: str | None, settings: Settings | None = None) -> str:
+    """The resolved tag ("name:version") of the model a server started with `settings` (default
+    from the environment) would load; fails early, with a clear message, when its store has none.
 
     The store is opened from BENTOML_HOME as the server will see it, not through BentoML's
     in-process container, which keeps the first BENTOML_HOME it was asked for.
     """
     from bentoml.exceptions import NotFound  # noqa: PLC0415
 
-    home, store = _model_store(env)
-    wanted = resolve_model_tag(tag)
+    settings = settings or Settings.from_env()
+    home, store = _model_store(settings)
+    wanted = resolve_model_tag(tag, settings)
     try:
         return str(store.get(wanted).tag)
     except (NotFound, FileNotFoundError) as exc:
@@ -87,15 +76,15 @@ def check_model(tag: str | None, env: Mapping[str, str] | None = None) -> str:
 
 
 def check_propensity_model(tag: str | None = None,
-                           env: Mapping[str, str] | None = None) -> str | None:
-    """The resolved tag of the propensity model a server started with `env` would load: `tag`,
+                           settings: Settings | None = None) -> str | None:
+    """The resolved tag of the propensity model a server started with `settings` would load: `tag`,
     else PERSONA_PROPENSITY_TAG, else the latest; None when none was trained (the server then
     answers /propensity with 503). A pinned version that is missing fails early."""
     from bentoml.exceptions import NotFound  # noqa: PLC0415
 
-    env = os.environ if env is None else env
-    home, store = _model_store(env)
-    wanted = resolve_tag(PROPENSITY_MODEL_NAME, tag or env.get(PROPENSITY_TAG_ENV))
+    settings = settings or Settings.from_env()
+    home, store = _model_store(settings)
+    wanted = resolve_propensity_tag(tag, settings)
     try:
         return str(store.get(wanted).tag)
     except (NotFound, FileNotFoundError) as exc:
@@ -104,12 +93,11 @@ def check_propensity_model(tag: str | None = None,
         raise ServerError(f"no model {wanted} in the BentoML model store under {home}") from exc
 
 
-def _model_store(env: Mapping[str, str] | None):
-    """BENTOML_HOME of `env` (default os.environ) and its model store."""
+def _model_store(settings: Settings):
+    """The BentoML home a server started with `settings` sees, and its model store."""
     from bentoml._internal.models import ModelStore  # noqa: PLC0415 (BentoML's own store type)
 
-    env = os.environ if env is None else env
-    home = Path(env.get("BENTOML_HOME") or Path.home() / "bentoml").expanduser()
+    home = Path(settings.environment().get(BENTOML_HOME) or Path.home() / "bentoml").expanduser()
     return home, ModelStore(home / "models")
 
 
@@ -120,8 +108,8 @@ def serve(settings: Settings, port: int = 3000, model_tag: str | None = None, wo
     The models are resolved (and pinned) first, so a missing model fails here with a clear
     message. Pass host="0.0.0.0" to listen on every interface (the default is loopback only).
     """
-    env = server_env(settings, check_model(model_tag), workers,
-                     propensity_tag=check_propensity_model())
+    env = server_env(settings, check_model(model_tag, settings), workers,
+                     propensity_tag=check_propensity_model(settings=settings))
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(sys.executable, server_command(host, port), env)
@@ -178,10 +166,10 @@ def start_server(settings: Settings, port: int | None = None, model_tag: str | N
     `port=None` picks a free port. Output goes to `log_path` (default under
     `settings.home / "logs"`). Raises ServerError with the log if the server exits or is not
     ready within `timeout` seconds; the process is stopped first. `keys` turns API-key
-    authentication on (default: PERSONA_API_KEYS of this process, if set).
+    authentication on (default: the settings' API keys).
     """
-    model_tag = check_model(model_tag)  # pinned, so the handle knows what it serves
-    propensity_tag = check_propensity_model(propensity_tag)
+    model_tag = check_model(model_tag, settings)  # pinned, so the handle knows what it serves
+    propensity_tag = check_propensity_model(propensity_tag, settings)
     port = port or free_port(host)
     log_path = log_path or settings.home / "logs" / f"serve-{port}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -222,13 +210,6 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host if host not in ("0.0.0.0", "") else "127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def _set(env: dict[str, str], key: str, value: str | None) -> None:
-    if value:
-        env[key] = value
-    else:
-        env.pop(key, None)
 
 
 def _descendants(pid: int) -> list[tuple[int, str]]:

@@ -3,7 +3,8 @@ profiles of shoppers, from online features, each score with its reasons.
 
 A thin shell around `serving.scoring.Scorer` and `serving.profiles`. The conversion model is
 declared at class scope so that a built Bento references it; which model is read from
-PERSONA_MODEL_TAG (default the latest `persona-conversion`) when this module is imported. The
+the settings (PERSONA_MODEL_TAG; default the latest `persona-conversion`) when this module is
+imported. The
 propensity model is optional and loaded from the model store when the service starts (see
 `stored_propensity_model` for why it is not declared at class scope). Which online store is read
 from PERSONA_HOME / PERSONA_REDIS_URL when the service starts. BentoML adds /livez, /readyz,
@@ -26,13 +27,8 @@ from bentoml.exceptions import NotFound, ServiceUnavailable
 from pydantic_core import to_json
 from starlette.responses import JSONResponse, Response
 
-from serving import (
-    MODEL_NAME,
-    PROPENSITY_TAG_ENV,
-    SERVICE_NAME,
-    resolve_model_tag,
-    resolve_propensity_tag,
-)
+from persona.core.settings import PROPENSITY_TAG, Settings, library_defaults
+from serving import MODEL_NAME, SERVICE_NAME, resolve_model_tag, resolve_propensity_tag
 from serving.auth import ApiKeyMiddleware
 from serving.breaker import Breaker
 from serving.json_only import JsonOnlyMiddleware
@@ -75,16 +71,10 @@ def stop_server(refused: ModelRefused) -> None:
         os.kill(parent, signal.SIGTERM)
 
 
-def passive_openmp() -> None:
-    """OpenMP's wait policy is read when OpenMP loads, which is when xgboost is first imported:
-    with the default (active) policy on a small machine, predictions were seen 40x slower."""
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-
 def load_booster(stored: bentoml.Model):
     """The booster of a stored model, set up for low-latency single-threaded prediction (one
     thread per prediction and a passive OpenMP wait policy, set before xgboost is imported)."""
-    passive_openmp()
+    library_defaults()
     import bentoml.xgboost  # noqa: PLC0415  (imports xgboost)
 
     try:
@@ -109,8 +99,8 @@ def check_inputs(booster, features: list[str], tag: str) -> None:
         raise ModelRefused(f"model {tag}: metadata features do not match the booster's inputs")
 
 
-def stored_propensity_model(tag: str | None = None) -> bentoml.Model | None:
-    """The propensity model to serve: `tag`, else PERSONA_PROPENSITY_TAG, else the latest; None
+def stored_propensity_model(settings: Settings) -> bentoml.Model | None:
+    """The propensity model to serve: the settings' PERSONA_PROPENSITY_TAG, else the latest; None
     when none was trained. A pinned version that is not in the store is an error.
 
     Loaded here, from the store, and not declared at class scope like the conversion model:
@@ -120,13 +110,13 @@ def stored_propensity_model(tag: str | None = None) -> bentoml.Model | None:
     without it. The price: a built Bento does not carry the propensity model; it serves the one
     in the model store of the machine it runs on, if any.
     """
-    wanted = resolve_propensity_tag(tag)
+    wanted = resolve_propensity_tag(settings=settings)
     try:
         return bentoml.models.get(wanted)
     except NotFound:
         if wanted.endswith(":latest"):
             return None
-        raise NotFound(f"propensity model {wanted} (pinned by {PROPENSITY_TAG_ENV}) is not in "
+        raise NotFound(f"propensity model {wanted} (pinned by {PROPENSITY_TAG}) is not in "
                        "the model store") from None
 
 
@@ -135,13 +125,12 @@ class PersonaService:
     """Ranks candidate items for a shopper, scores (user, item) pairs, scores shoppers' purchase
     propensity and describes their profile."""
 
-    model = bentoml.models.BentoModel(resolve_model_tag())
+    model = bentoml.models.BentoModel(resolve_model_tag(settings=Settings.from_env()))
 
     def __init__(self) -> None:
-        passive_openmp()  # before anything below imports xgboost
+        library_defaults()  # before anything below imports xgboost
         # Imported here, in the worker: `bentoml serve` also imports this module in its
         # supervising process, which needs the API definitions but not Feast (seconds to import).
-        from persona.core.settings import Settings
         from persona.featurestore.config import feature_store
         from persona.profiling.tags import TagBook
         from serving.item_cache import ItemCache
@@ -152,18 +141,19 @@ class PersonaService:
 
         stored = self._stored_model()
         metadata = stored.info.metadata
-        store = feature_store(Settings.from_env())
+        settings = Settings.from_env()
+        store = feature_store(settings)
         try:
             booster = load_booster(stored)
             check_inputs(booster, metadata["features"], str(stored.tag))
             try:
                 reader = online_reader(store, metadata["feature_service"],
-                                       metadata["features"], ItemCache.from_env())
+                                       metadata["features"], ItemCache.from_settings(settings))
             except ValueError as exc:
                 raise ModelRefused(f"model {stored.tag} does not match the registered feature "
                                    f"service: {exc}") from exc
             self.scorer = Scorer(booster, reader, str(stored.tag))
-            self.propensity_scorer = self._propensity_scorer(store)
+            self.propensity_scorer = self._propensity_scorer(store, settings)
         except ModelRefused as exc:
             stop_server(exc)
             raise
@@ -177,10 +167,10 @@ class PersonaService:
                     self.propensity_scorer.model_tag if self.propensity_scorer else "none")
 
     @staticmethod
-    def _propensity_scorer(store):
+    def _propensity_scorer(store, settings: Settings):
         from serving.profiles import PropensityScorer
 
-        stored = stored_propensity_model()
+        stored = stored_propensity_model(settings)
         if stored is None:
             logger.warning("%s; /propensity answers 503", NO_PROPENSITY_MODEL)
             return None

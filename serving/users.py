@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 import numpy as np
 from feast import FeatureService, FeatureStore
 
+from persona.core.catalog import PROFILE_SERVICE
 from serving.online import USER_KEY, floats, found_rows, resolve_service
 from serving.schemas import FeatureValue
 
@@ -76,7 +77,7 @@ class ProfileReader:
     declared order (the registry hands a projection's features back in no fixed order).
     """
 
-    def __init__(self, store: FeatureStore, feature_service: str = "user_profile_v1"):
+    def __init__(self, store: FeatureStore, feature_service: str = PROFILE_SERVICE):
         self._store = store
         self._service: FeatureService = store.get_feature_service(feature_service)
         _check_user_keyed(store, self._service)

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from persona.core.settings import Settings, library_defaults
+
+library_defaults()  # before a test imports xgboost or GX
 
 from persona.synthetic_shop import Shop, generate_shop, write_shop  # noqa: E402
-from persona.core.settings import Settings  # noqa: E402
 
 
 @pytest.fixture(scope="session")

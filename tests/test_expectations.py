@@ -9,10 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from expectations.features import FEATURE_TABLES, Kind, feature_suite
+from expectations.features import feature_suite
 from expectations.gate import DataQualityError, GateResult, run_gate
 from expectations.raw import events_suite, items_suite, users_suite
 from expectations.training import training_suite
+from persona.core.schema import FEATURE_TABLES, Kind
 
 NOW = pd.Timestamp("2024-06-01 12:00:00", tz="UTC")
 USERS = ["u1", "u2", "u3"]
@@ -64,11 +65,11 @@ def feature_frame(view: str) -> pd.DataFrame:
     frame["event_timestamp"] = ts(48, 48, 24, 24)
     values = {Kind.STRING: ["a", "b", "c", "d"], Kind.COUNT: np.arange(n, dtype="int64"),
               Kind.AMOUNT: [0.0, 1.5, 2.0, 30.0], Kind.RATE: [0.0, 0.25, 0.5, 1.0]}
-    for column, rule in table.columns.items():
-        column_values = pd.Series(values[rule.kind])
-        if rule.nullable:
+    for column in table.columns:
+        column_values = pd.Series(values[column.kind])
+        if column.nullable:
             column_values = column_values.astype(object).where(column_values.index != 0, None)
-        frame[column] = column_values
+        frame[column.name] = column_values
     return pd.DataFrame(frame)
 
 

@@ -3,7 +3,6 @@ leave the offline store, the registry and the online store exactly as they were.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -132,19 +131,20 @@ def test_cli_rejects_with_message_and_exit_code(ingested, raw_dir: Path, tmp_pat
     assert "expect_column_values_to_be_between" in out and "price" in out and "Data Docs" in out
 
 
-def test_feast_cli_works_on_the_repo(ingested, tmp_path: Path) -> None:
-    """A Feast user's commands on Persona's repo: list views, materialize incrementally."""
+def test_feast_cli_works_on_the_repo(ingested) -> None:
+    """A Feast user's commands on Persona's repo, with the configuration `persona apply` wrote
+    for this home: list views, materialize incrementally."""
     settings = ingested[0]
-    config = tmp_path / "feature_store.yaml"
-    config.write_text((FEATURE_REPO / "feature_store.yaml").read_text()
-                      .replace("../data/registry.db", str(settings.registry_path))
-                      .replace("../data/online_store.db", str(settings.sqlite_path)))
-    feast = [str(Path(sys.executable).parent / "feast"), "--chdir", str(FEATURE_REPO), "-f", str(config)]
-    env = {**os.environ, "PERSONA_HOME": str(settings.home)}
-    listed = subprocess.run([*feast, "feature-views", "list"], capture_output=True, text=True, env=env, timeout=300)
+    feast = [str(Path(sys.executable).parent / "feast"), "--chdir", str(FEATURE_REPO),
+             "-f", str(settings.store_yaml)]
+    listed = subprocess.run([*feast, "feature-views", "list"], capture_output=True, text=True,
+                            timeout=300)
     assert listed.returncode == 0, listed.stderr
-    assert all(view in listed.stdout for view in ("user_activity", "item_popularity", "user_category_affinity"))
-    done = subprocess.run([*feast, "materialize-incremental", "2026-10-02T00:00:00"], capture_output=True,
-                          text=True, env=env, timeout=300)
+    assert all(view in listed.stdout
+               for view in ("user_activity", "item_popularity", "user_category_affinity"))
+    done = subprocess.run([*feast, "materialize-incremental", "2026-10-02T00:00:00"],
+                          capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "user_activity" in done.stdout
+    end = feature_store(settings).get_feature_view("user_activity").most_recent_end_time
+    assert end == pd.Timestamp("2026-10-02", tz="UTC")  # recorded in this home's registry

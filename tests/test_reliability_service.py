@@ -29,7 +29,8 @@ from test_serving import World, world  # noqa: F401  (fixture)
 from persona.jobs.materialize import materialize
 from persona.core.settings import Settings
 from serving import MODEL_NAME
-from serving.auth import UNAUTHORIZED, api_keys, key_matches, presented_key
+from persona.core.settings import parse_api_keys
+from serving.auth import UNAUTHORIZED, key_matches, presented_key
 from serving.run import ServerError, ServerHandle, start_server
 from serving.service import ONLINE_STORE_DOWN
 
@@ -196,10 +197,10 @@ def test_api_keys_guard_every_prediction_endpoint(server: ServerHandle,
 
 
 def test_api_key_parsing_and_matching() -> None:
-    assert api_keys({}) == [] and api_keys({"PERSONA_API_KEYS": ""}) == []
-    assert api_keys({"PERSONA_API_KEYS": " a , b,"}) == ["a", "b"]
+    assert parse_api_keys("") == ()
+    assert parse_api_keys(" a , b,") == ("a", "b")
     with pytest.raises(ValueError, match="names no key"):
-        api_keys({"PERSONA_API_KEYS": " , "})
+        parse_api_keys(" , ")
     assert presented_key({b"authorization": b"Bearer  k "}) == b"k"
     assert presented_key({b"x-api-key": b"k"}) == b"k"
     assert presented_key({b"authorization": b"Bearer "}) is None

@@ -153,9 +153,9 @@ def test_model_tags(monkeypatch: pytest.MonkeyPatch) -> None:
     assert resolve_model_tag("other:abc") == "other:abc"
     monkeypatch.setenv(MODEL_TAG_ENV, "pinned")
     assert resolve_model_tag() == f"{MODEL_NAME}:pinned"
-    from persona.core.catalog import TASKS
+    from persona.core.catalog import MODELS
 
-    assert PROPENSITY_MODEL_NAME == TASKS["propensity"].model_name
+    assert PROPENSITY_MODEL_NAME == MODELS["propensity"].model_name
     monkeypatch.delenv(PROPENSITY_TAG_ENV, raising=False)
     assert resolve_propensity_tag() == f"{PROPENSITY_MODEL_NAME}:latest"
     monkeypatch.setenv(PROPENSITY_TAG_ENV, "p1")

@@ -14,6 +14,8 @@ import numpy as np
 import pandas as pd
 import xgboost as xgb
 
+from persona.core.settings import openmp_wait_policy
+
 log = logging.getLogger(__name__)
 
 TIME = "event_timestamp"
@@ -67,11 +69,12 @@ def threads(requested: int | None = None) -> int:
 def check_wait_policy(nthread: int) -> None:
     """Warn when several OpenMP threads will spin-wait: OMP_WAIT_POLICY is read once, when
     XGBoost's OpenMP runtime loads, so only the process's environment can set it."""
-    if nthread > 1 and os.environ.get("OMP_WAIT_POLICY", "").upper() != "PASSIVE":
+    policy = openmp_wait_policy()
+    if nthread > 1 and (policy or "").upper() != "PASSIVE":
         log.warning("training with %d threads and OMP_WAIT_POLICY=%s; on a small or busy "
                     "machine set OMP_WAIT_POLICY=PASSIVE before starting Python (training ran "
                     "several times slower without it)", nthread,
-                    os.environ.get("OMP_WAIT_POLICY", "unset"))
+                    policy or "unset")
 
 
 def holdout_split(train: pd.DataFrame, fraction: float) -> tuple[pd.DataFrame, pd.DataFrame]:

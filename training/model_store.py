@@ -1,5 +1,5 @@
 """Persona's models in BentoML's model store: XGBoost's own format plus the metadata that
-serving relies on. Each task is saved under its own name (`persona.models.TASKS`). The store
+serving relies on. Each task is saved under its own name (`persona.core.catalog.MODELS`). The store
 lives under BENTOML_HOME (BentoML reads it on first use)."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from typing import Any, NamedTuple
 import bentoml
 import xgboost as xgb
 
-from persona.core.catalog import TASKS, resolve_tag
+from persona.core.catalog import MODELS, resolve_tag
 
-MODEL_NAME = TASKS["conversion"].model_name  # the default task's name, which serving imports
+MODEL_NAME = MODELS["conversion"].model_name  # the default task's name, which serving imports
 # The serving service reads these keys; a model without any of them is never saved.
 REQUIRED_METADATA = ("task", "feature_service", "features", "training_window", "data_hash",
                      "metrics", "validation", "snapshot_interval_seconds")
@@ -63,8 +63,8 @@ def check_metadata(booster: xgb.Booster, metadata: dict) -> None:
         raise ModelMetadataError(f"training_window must hold {list(WINDOW_KEYS)}")
     if list(metadata["features"]) != list(booster.feature_names or []):
         raise ModelMetadataError("metadata features differ from the booster's feature names")
-    if metadata["task"] not in TASKS:
-        raise ModelMetadataError(f"unknown task {metadata['task']!r}; known: {sorted(TASKS)}")
+    if metadata["task"] not in MODELS:
+        raise ModelMetadataError(f"unknown task {metadata['task']!r}; known: {sorted(MODELS)}")
 
 
 def save_model(booster: xgb.Booster, metadata: dict) -> str:
@@ -77,7 +77,7 @@ def save_model(booster: xgb.Booster, metadata: dict) -> str:
     clean = jsonable(metadata)
     labels = {"task": str(clean["task"]), "feature_service": str(clean["feature_service"]),
               "data_hash": str(clean["data_hash"])[:12]}
-    name = TASKS[clean["task"]].model_name
+    name = MODELS[clean["task"]].model_name
     model = bentoml.xgboost.save_model(name, booster, metadata=clean, labels=labels)
     return str(model.tag)
 
@@ -86,9 +86,9 @@ def get_model(tag: str | None = None, task: str = "conversion") -> StoredModel:
     """The model `tag` ("name:version", or just a version of the task's model), the task's
     latest version when None, with the tag resolved to its version. A model of another task is
     an error, so a pinned tag cannot silently answer the wrong question."""
-    if task not in TASKS:
-        raise ModelMetadataError(f"unknown task {task!r}; known: {sorted(TASKS)}")
-    wanted = resolve_tag(TASKS[task].model_name, tag)
+    if task not in MODELS:
+        raise ModelMetadataError(f"unknown task {task!r}; known: {sorted(MODELS)}")
+    wanted = resolve_tag(MODELS[task].model_name, tag)
     try:
         model = bentoml.models.get(wanted)
     except bentoml.exceptions.NotFound:

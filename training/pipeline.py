@@ -30,7 +30,6 @@ from training.tasks import TrainingTask, training_task
 
 log = logging.getLogger(__name__)
 
-SERVICE = "conversion_v1"  # the default task's feature service
 TASK = "conversion"
 SNAPSHOT_EVERY_DAYS = 7
 Step = Callable[[str], None]

@@ -20,6 +20,7 @@ from feast.feature_view_projection import FeatureViewProjection
 from expectations.gate import run_gate
 from expectations.training import KEYS as SUITE_KEYS
 from expectations.training import training_suite
+from persona.core.catalog import CONVERSION_SERVICE
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +144,7 @@ def frame_suite(features: list[str], name: str, keys: tuple[str, ...]) -> gx.Exp
 def training_frame(
     store: FeatureStore,
     entity_df: pd.DataFrame,
-    service: str = "conversion_v1",
+    service: str = CONVERSION_SERVICE,
     docs_dir: Path | None = None,
     rows: EntityRows = CONVERSION_ROWS,
 ) -> TrainingFrame:

@@ -21,7 +21,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from persona.core.catalog import TASKS
+from persona.core.catalog import MODELS
 from persona.data.offline import current_manifest
 from persona.data.raw import parse_timestamps, read_raw
 from persona.core.settings import Settings
@@ -250,8 +250,8 @@ def score(
     """Score every eligible row with the task's model (latest, or `model_tag`) and write them
     to `out` (Parquet), chunk by chunk. Propensity without candidates scores every user with
     activity at or before `as_of`; conversion needs candidates (user-item pairs)."""
-    if task not in TASKS:
-        raise ScoreError(f"unknown task {task!r}; choose one of {sorted(TASKS)}")
+    if task not in MODELS:
+        raise ScoreError(f"unknown task {task!r}; choose one of {sorted(MODELS)}")
     if chunk_rows < 1:
         raise ScoreError("chunk_rows must be positive")
     if candidates is None and task == "conversion":

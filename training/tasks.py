@@ -1,7 +1,7 @@
 """What differs between Persona's two training tasks, in one place: how rows are labelled, what
 identifies a row, the default horizon, the baselines and the words of the report.
 
-The model name and feature service of each task live in `persona.models.TASKS` (serving reads
+The model name and feature service of each task live in `persona.core.catalog.MODELS` (serving reads
 that table too); this module adds only what training needs.
 """
 
@@ -14,7 +14,7 @@ from datetime import timedelta
 
 import pandas as pd
 
-from persona.core.catalog import TASKS, Task
+from persona.core.catalog import MODELS, ModelSpec
 from persona.data.raw import RawTables
 from training.evaluate import CONVERSION_BASELINES, PROPENSITY_BASELINES, Baseline
 from training.labels import conversion_labels, propensity_labels
@@ -30,7 +30,7 @@ Labeller = Callable[[RawTables, timedelta, pd.Timestamp | None, timedelta, timed
 class TrainingTask:
     """One task as training sees it."""
 
-    task: Task
+    model: ModelSpec
     rows: EntityRows
     default_horizon_days: int
     label: Labeller
@@ -42,11 +42,11 @@ class TrainingTask:
 
     @property
     def name(self) -> str:
-        return self.task.name
+        return self.model.task
 
     @property
     def service(self) -> str:
-        return self.task.feature_service
+        return self.model.feature_service
 
 
 def _conversion(raw: RawTables, horizon: timedelta, until: pd.Timestamp | None,
@@ -61,7 +61,7 @@ def _propensity(raw: RawTables, horizon: timedelta, until: pd.Timestamp | None,
 
 TRAINING_TASKS: dict[str, TrainingTask] = {
     "conversion": TrainingTask(
-        task=TASKS["conversion"], rows=CONVERSION_ROWS, default_horizon_days=7,
+        model=MODELS["conversion"], rows=CONVERSION_ROWS, default_horizon_days=7,
         label=_conversion, baselines=CONVERSION_BASELINES, per_user_ranking=True,
         title="Conversion model",
         positive="a view is positive when the same user buys the item within {h} days",
@@ -69,7 +69,7 @@ TRAINING_TASKS: dict[str, TrainingTask] = {
                        "`user_activity` by the user's 30-day purchases, then 7-day views.",
     ),
     "propensity": TrainingTask(
-        task=TASKS["propensity"], rows=PROPENSITY_ROWS, default_horizon_days=30,
+        model=MODELS["propensity"], rows=PROPENSITY_ROWS, default_horizon_days=30,
         label=_propensity, baselines=PROPENSITY_BASELINES, per_user_ranking=False,
         title="Purchase-propensity model",
         positive="a user seen at or before a snapshot time T is positive when they buy "

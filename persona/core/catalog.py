@@ -1,27 +1,32 @@
-"""The models Persona trains: the name each is saved under in the BentoML model store and the
-feature service that names its features. Training and serving both read this table."""
+"""The models Persona trains and the feature services they read: the name each model is saved
+under in the BentoML model store and its feature service. Feature definitions, training and
+serving all take the names from here."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
+
+CONVERSION_SERVICE = "conversion_v1"
+PROPENSITY_SERVICE = "propensity_v1"
+PROFILE_SERVICE = "user_profile_v1"  # a user's attributes and behaviour, for profiles and segments
 
 
 @dataclass(frozen=True)
-class Task:
-    name: str
+class ModelSpec:
+    """One trained model: its task, its name in the model store, its feature service."""
+
+    task: str
     model_name: str
     feature_service: str
 
 
-TASKS: dict[str, Task] = {
-    "conversion": Task("conversion", "persona-conversion", "conversion_v1"),
-    "propensity": Task("propensity", "persona-propensity", "propensity_v1"),
+MODELS: dict[str, ModelSpec] = {
+    "conversion": ModelSpec("conversion", "persona-conversion", CONVERSION_SERVICE),
+    "propensity": ModelSpec("propensity", "persona-propensity", PROPENSITY_SERVICE),
 }
-MODEL_TAG_ENV = "PERSONA_MODEL_TAG"  # pins the conversion model's version in the service
 
 
-def resolve_tag(model_name: str, tag: str | None = None, env: str | None = None) -> str:
-    """`tag`, else the variable `env`, else the latest version; a bare version gets the name."""
-    tag = tag or (os.environ.get(env) if env else None) or f"{model_name}:latest"
+def resolve_tag(model_name: str, tag: str | None = None) -> str:
+    """`tag`, else the latest version; a bare version ("v1abc") gets the model name."""
+    tag = tag or f"{model_name}:latest"
     return tag if ":" in tag else f"{model_name}:{tag}"

@@ -5,6 +5,9 @@ snapshot T with t <= T (T is a multiple of the interval since the epoch), so the
 T sees exactly the events at or before T and no later event can change it. Rolling windows of w
 days cover (T - w, T]. Snapshots are written for every interval while the entity had events in
 the longest window, so Feast's "latest row at or before t" is always the value as of t.
+
+The tables' columns are declared in `persona.core.schema`; the user windows are read from there,
+and a test checks every table this SQL produces against the schema, column by column.
 """
 
 from __future__ import annotations
@@ -14,10 +17,10 @@ from datetime import timedelta
 import duckdb
 import pandas as pd
 
+from persona.core.schema import USER_WINDOWS
 from persona.data.raw import RawTables
 
 DAY_US = 86_400_000_000
-USER_WINDOWS = (1, 7, 30, 90)
 
 
 def _buckets(days: int, interval_us: int) -> int:

@@ -1,4 +1,12 @@
-"""Building the Feast store from Settings: SQLite online store by default, Redis when configured."""
+"""The one Feast configuration: built from Settings, in code for Persona and as YAML for `feast`.
+
+`config_values` is the only place the store's shape is written: SQLite online store in the home
+by default, Redis when configured, Persona's ASOF DuckDB offline store reading the home's
+published version. `persona apply` writes the same values as the home's `feature_store.yaml`
+(the Redis connection as `${FEAST_REDIS_CONNECTION}`, so no secret lands on disk), which the
+`feast` CLI reads; `feature_repo/feature_store.yaml` is that file for the default home, with
+paths relative to the repo (a test keeps it equal to `config_values`).
+"""
 
 from __future__ import annotations
 
@@ -9,14 +17,19 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+import yaml
 from feast import FeatureStore, RepoConfig
 
-from persona.core.settings import FEATURE_REPO, Settings
+from persona.core.settings import FEAST_REDIS_CONNECTION, FEATURE_REPO, Settings
 
 PROJECT = "persona"
+OFFLINE_STORE = "persona.featurestore.offline_store.AsofDuckDBOfflineStore"
 # Fail fast when Redis is down or slow: bounded socket timeouts and no client-side retry loop
 # (redis-py's default retries made a request wait ~6 s before failing); callers answer 503.
 REDIS_CLIENT_OPTIONS = "socket_connect_timeout=0.5,socket_timeout=1,retry=null"
+YAML_HEADER = ("# Written by `persona apply` from persona/featurestore/config.py: the Feast "
+               "configuration of this home.\n# feast -c feature_repo -f <this file> ... "
+               "(FEAST_REDIS_CONNECTION from the environment when the online store is Redis)\n")
 
 
 def redis_connection_string(url: str) -> str:
@@ -35,22 +48,48 @@ def redis_connection_string(url: str) -> str:
     return ",".join([*parts, REDIS_CLIENT_OPTIONS])
 
 
-def repo_config(settings: Settings, registry: Path | None = None) -> RepoConfig:
-    """The same config feature_repo/feature_store.yaml declares, with absolute paths;
-    `registry` overrides the registry file (apply writes a copy, then swaps it in)."""
+def config_values(settings: Settings, registry: Path | None = None, *,
+                  redis_connection: str | None = None, relative_to: Path | None = None) -> dict:
+    """The store's configuration as Feast's YAML holds it. `registry` overrides the registry
+    file (apply writes a copy, then swaps it in); `redis_connection` replaces the connection
+    string built from the URL; `relative_to` writes the paths relative to that directory."""
+
+    def path(p: Path) -> str:
+        return os.path.relpath(p, relative_to) if relative_to else str(p)
+
     if settings.online_url:
-        online = {"type": "redis", "connection_string": redis_connection_string(settings.online_url)}
+        online = {"type": "redis", "connection_string":
+                  redis_connection or redis_connection_string(settings.online_url)}
     else:
-        online = {"type": "sqlite", "path": str(settings.sqlite_path)}
-    return RepoConfig(
-        project=PROJECT,
-        provider="local",
-        registry=str(registry or settings.registry_path),
-        online_store=online,
-        offline_store={"type": "persona.featurestore.offline_store.AsofDuckDBOfflineStore"},
-        entity_key_serialization_version=3,
-        repo_path=FEATURE_REPO,
-    )
+        online = {"type": "sqlite", "path": path(settings.sqlite_path)}
+    return {
+        "project": PROJECT,
+        "provider": "local",
+        "registry": path(registry or settings.registry_path),
+        "online_store": online,
+        "offline_store": {"type": OFFLINE_STORE, "root": path(settings.offline_current)},
+        "entity_key_serialization_version": 3,
+    }
+
+
+def repo_config(settings: Settings, registry: Path | None = None) -> RepoConfig:
+    return RepoConfig(**config_values(settings, registry), repo_path=FEATURE_REPO)
+
+
+def store_yaml(settings: Settings, relative_to: Path | None = None) -> str:
+    """The home's `feature_store.yaml`: `config_values` without secrets."""
+    values = config_values(settings, redis_connection=f"${{{FEAST_REDIS_CONNECTION}}}",
+                           relative_to=relative_to)
+    return YAML_HEADER + yaml.safe_dump(values, sort_keys=False)
+
+
+def write_store_yaml(settings: Settings) -> Path:
+    """Write the home's `feature_store.yaml` (atomically) for the `feast` CLI."""
+    settings.home.mkdir(parents=True, exist_ok=True)
+    staging = settings.store_yaml.with_suffix(".yaml.tmp")
+    staging.write_text(store_yaml(settings))
+    os.replace(staging, settings.store_yaml)
+    return settings.store_yaml
 
 
 def feature_store(settings: Settings, registry: Path | None = None) -> FeatureStore:

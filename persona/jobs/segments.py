@@ -11,13 +11,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from persona.core.catalog import TASKS
+from persona.core.catalog import MODELS, PROFILE_SERVICE
 from persona.core.settings import Settings
 from persona.featurestore.config import feature_store
 from persona.profiling.tags import TagBook
 from training.score import active_users, raw_events, score
 
-PROFILE_SERVICE = "user_profile_v1"
 
 
 def profile_features(settings: Settings, users: pd.Series, as_of: pd.Timestamp) -> pd.DataFrame:
@@ -36,7 +35,7 @@ def propensity_scores(settings: Settings, as_of: pd.Timestamp) -> pd.DataFrame |
     from bentoml.exceptions import NotFound
 
     try:
-        bentoml.models.get(f"{TASKS['propensity'].model_name}:latest")
+        bentoml.models.get(f"{MODELS['propensity'].model_name}:latest")
     except NotFound:
         return None
     with tempfile.TemporaryDirectory() as tmp:

@@ -16,6 +16,7 @@ import pandas as pd
 import yaml
 
 from persona.profiling.expressions import Expression, ExpressionError, compile_expression, quantiles_from
+from persona.core.schema import USER_ACTIVITY, USER_PROFILE
 from persona.core.settings import FEATURE_REPO
 
 TAGS_FILE = FEATURE_REPO / "profile_tags.yaml"
@@ -43,9 +44,7 @@ class Segment:
 
 def profile_variables() -> list[str]:
     """Names a rule may use: user_profile and user_activity features, and the scores."""
-    from feature_repo.definitions import user_activity, user_profile
-
-    return [f.name for view in (user_profile, user_activity) for f in view.schema] + list(SCORES)
+    return [*USER_PROFILE.names, *USER_ACTIVITY.names, *SCORES]
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,112 @@
+"""The feature schema, declared once: every feature table's keys and columns, with kind and meaning.
+
+Three things derive from it: the Feast fields (`feature_repo/definitions.py`), the GE suites of
+the computed tables (`expectations/features.py`), and what the snapshot SQL must produce
+(`persona/data/snapshots.py` reads the windows here; `tests/unit/test_schema.py` checks its
+output against these declarations column by column). Adding a feature starts here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+TIMESTAMP = "event_timestamp"
+USER_WINDOWS = (1, 7, 30, 90)  # days of the user_activity rolling counts
+ITEM_WINDOWS = (7, 30)  # days of the item_popularity rolling counts
+AFFINITY_WINDOW = 90  # days of user_category_affinity
+ACTIVITY_KINDS = ("views", "carts", "purchases")
+
+
+class Kind(Enum):
+    """What a column holds; each kind has one storage type and one data-quality rule."""
+
+    STRING = "string"  # text
+    COUNT = "count"  # integers >= 0
+    AMOUNT = "amount"  # numbers >= 0
+    RATE = "rate"  # numbers in [0, 1]
+
+    @property
+    def numeric(self) -> bool:
+        return self is not Kind.STRING
+
+    @property
+    def integer(self) -> bool:
+        return self is Kind.COUNT
+
+
+@dataclass(frozen=True)
+class Column:
+    """One feature column; `nullable` allows missing values (the rule is checked when present)."""
+
+    name: str
+    kind: Kind
+    description: str
+    nullable: bool = False
+
+
+@dataclass(frozen=True)
+class FeatureTable:
+    """One feature view's table: its entity keys (strings), then its feature columns in order."""
+
+    name: str
+    keys: tuple[str, ...]
+    columns: tuple[Column, ...]
+
+    @property
+    def names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+
+def _counts(kinds: tuple[str, ...], windows: tuple[int, ...], what: str) -> list[Column]:
+    return [Column(f"{kind}_{w}d", Kind.COUNT, f"{kind} {what} in the last {w} days")
+            for w in windows for kind in kinds]
+
+
+USER_PROFILE = FeatureTable("user_profile", ("user_id",), (
+    Column("age_band", Kind.STRING, "Age band given at sign-up", nullable=True),
+    Column("gender", Kind.STRING, "Gender given at sign-up", nullable=True),
+    Column("region", Kind.STRING, "Shipping region", nullable=True),
+    Column("membership_level", Kind.STRING, "Loyalty membership level", nullable=True),
+))
+
+USER_ACTIVITY = FeatureTable("user_activity", ("user_id",), (
+    *_counts(ACTIVITY_KINDS, USER_WINDOWS, "events"),
+    *[Column(f"spend_{w}d", Kind.AMOUNT, f"Purchase value in the last {w} days")
+      for w in USER_WINDOWS],
+    Column("aov_90d", Kind.AMOUNT, "Average purchase value, 90 days (0 if none)"),
+    Column("days_since_last_event", Kind.AMOUNT, "Days from the last event to the snapshot"),
+    Column("days_since_last_purchase", Kind.AMOUNT, "Days from the last purchase (null if never)",
+           nullable=True),
+    Column("view_to_purchase_rate_90d", Kind.RATE, "Purchases per view, 90 days, capped at 1"),
+    Column("cart_to_purchase_rate_90d", Kind.RATE,
+           "Purchases per cart add, 90 days, capped at 1"),
+    Column("distinct_categories_90d", Kind.COUNT, "Categories touched in 90 days"),
+    Column("favourite_category", Kind.STRING, "Category with most events in 90 days",
+           nullable=True),
+))
+
+ITEM_CATALOG = FeatureTable("item_catalog", ("item_id",), (
+    Column("category", Kind.STRING, "Item category"),
+    Column("brand", Kind.STRING, "Item brand"),
+    Column("list_price", Kind.AMOUNT, "Catalogue price"),
+))
+
+ITEM_POPULARITY = FeatureTable("item_popularity", ("item_id",), (
+    *_counts(("views",), ITEM_WINDOWS, "views of the item"),
+    Column("carts_30d", Kind.COUNT, "Cart adds of the item in 30 days"),
+    *_counts(("purchases",), ITEM_WINDOWS, "purchases of the item"),
+    Column("conversion_rate_30d", Kind.RATE,
+           "Smoothed purchases per view over 30 days: (p + 1) / (max(v, p) + 50)"),
+    Column("unique_buyers_30d", Kind.COUNT, "Distinct buyers in 30 days"),
+))
+
+USER_CATEGORY_AFFINITY = FeatureTable("user_category_affinity", ("user_id", "category"), (
+    Column("category_events_90d", Kind.COUNT, "User's events in the category, 90 days"),
+    Column("category_event_share_90d", Kind.RATE, "Share of the user's events in the category"),
+    Column("category_purchase_share_90d", Kind.RATE,
+           "Share of the user's purchases in the category"),
+))
+
+FEATURE_TABLES: dict[str, FeatureTable] = {t.name: t for t in (
+    USER_PROFILE, USER_ACTIVITY, ITEM_CATALOG, ITEM_POPULARITY, USER_CATEGORY_AFFINITY)}
