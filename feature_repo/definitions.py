@@ -135,7 +135,7 @@ user_item_context = on_demand_feature_view(
 )(transforms.user_item_context)
 
 
-# Exactly the features the conversion (view -> purchase within 7 days) model uses.
+# Exactly the features the conversion (view -> purchase within the label horizon) model uses.
 conversion_v1 = FeatureService(
     name=CONVERSION_SERVICE,
     features=[

@@ -41,7 +41,7 @@ def short_name(feature: str) -> str:
     return feature.rpartition("__")[2]
 
 
-def reference_quantiles(metadata: Mapping[str, Any]) -> dict[str, dict[str, float]]:
+def stored_quantiles(metadata: Mapping[str, Any]) -> dict[str, dict[str, float]]:
     """The model's reference quantiles, keyed by short feature name and by q as the tag rules
     look it up ("0.9"); {} when the model has none."""
     out: dict[str, dict[str, float]] = {}
@@ -72,7 +72,7 @@ class PropensityScorer:
                              f"not {TASK!r}")
         reader = UserFeatureReader(store, metadata["feature_service"], metadata["features"])
         return cls(booster, reader, model_tag, float(metadata["horizon_days"]),
-                   reference_quantiles(metadata))
+                   stored_quantiles(metadata))
 
     def scores(self, user_ids: Sequence[str]) -> list[UserPropensity]:
         rows = self.reader.rows(user_ids)

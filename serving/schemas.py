@@ -70,7 +70,7 @@ class RankedItem(_Strict):
     item_id: str = Field(description="A candidate item id from the request.")
     score: Probability = Field(
         description="Probability that a view of this item by the user converts to a purchase "
-                    "within 7 days."
+                    "within the conversion model's label horizon (7 days unless trained with `--horizon`)."
     )
     cold_item: bool = Field(
         description="True when the online store has no catalogue row for the item; it was "
@@ -107,7 +107,8 @@ class Prediction(_Strict):
     user_id: str = Field(description="The shopper of the pair.")
     item_id: str = Field(description="The item of the pair.")
     probability: Probability = Field(
-        description="Probability that a view converts to a purchase within 7 days."
+        description="Probability that a view converts to a purchase within "
+                    "the conversion model's label horizon (7 days unless trained with `--horizon`)."
     )
     cold_user: bool = Field(
         description="True when the online store has no behaviour row for the user.")

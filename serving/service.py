@@ -223,7 +223,7 @@ class PersonaService:
 
     @bentoml.api(route="/rank")
     def rank(self, request: RankRequest, /) -> RankResponse:
-        """Rank candidate items for a shopper by the probability that a view converts to a purchase within 7 days, highest first. Unknown shoppers and items are scored with their features missing and flagged `cold_user` / `cold_item`."""  # noqa: E501 (one line: it is the OpenAPI description)
+        """Rank candidate items for a shopper by the probability that a view converts to a purchase within the conversion model's label horizon (7 days unless trained with `--horizon`), highest first. Unknown shoppers and items are scored with their features missing and flagged `cold_user` / `cold_item`."""  # noqa: E501 (one line: it is the OpenAPI description)
         return self._answer(self._json(self.scorer.rank), request)
 
     @bentoml.api(route="/echo")

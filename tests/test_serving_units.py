@@ -29,7 +29,7 @@ from serving import (
 from serving.breaker import Breaker
 from serving.item_cache import ItemCache
 from serving.online import FeatureRows, found_rows
-from serving.profiles import Profiler, PropensityScorer, reference_quantiles
+from serving.profiles import Profiler, PropensityScorer, stored_quantiles
 from serving.run import (
     ServerError,
     check_model,
@@ -222,13 +222,13 @@ def test_propensity_metadata_is_checked_before_anything_is_read(booster: xgb.Boo
             booster, {**metadata, "task": "conversion", "horizon_days": 30}, "m:1", store=None)
 
 
-def test_reference_quantiles_take_short_names_and_plain_q_keys() -> None:
+def test_stored_quantiles_take_short_names_and_plain_q_keys() -> None:
     metadata = {"reference_quantiles": {
         "user_activity__spend_90d": {"0.5": 10, "0.90": 80.5, "0.95": 120},
         "aov_90d": {"0.5": 20.0}}}
-    assert reference_quantiles(metadata) == {
+    assert stored_quantiles(metadata) == {
         "spend_90d": {"0.5": 10.0, "0.9": 80.5, "0.95": 120.0}, "aov_90d": {"0.5": 20.0}}
-    assert reference_quantiles({}) == {}
+    assert stored_quantiles({}) == {}
 
 
 def test_tags_of_one_shopper_use_the_reference_population_only(booster: xgb.Booster) -> None:

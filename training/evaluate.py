@@ -99,7 +99,6 @@ def recency_score(frame: pd.DataFrame) -> np.ndarray:
 CONVERSION_BASELINES: dict[str, Baseline] = {POPULARITY: popularity_score,
                                              ACTIVITY: activity_score}
 PROPENSITY_BASELINES: dict[str, Baseline] = {RFM: rfm_score, RECENCY: recency_score}
-BASELINES = CONVERSION_BASELINES
 
 
 def calibrate(train_scores: np.ndarray, train_y: np.ndarray, scores: np.ndarray) -> np.ndarray:

@@ -27,8 +27,8 @@ class ModelParams:
     """Booster settings; `nthread=None` means one thread per CPU this process may use.
 
     The thread count is always passed explicitly: with OpenMP's default wait policy, an
-    unspecified count on a small machine has made training several times slower
-    (shared/STACK-NOTES.md); OMP_WAIT_POLICY=PASSIVE in the environment avoids it too.
+    unspecified count on a small machine has made training several times slower;
+    OMP_WAIT_POLICY=PASSIVE in the environment avoids it too.
     """
 
     max_depth: int = 5

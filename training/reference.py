@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-QUANTILES = (0.5, 0.75, 0.9, 0.95)
+from persona.profiling.expressions import QUANTILES  # the levels a tag rule may ask for
+
 TIME = "event_timestamp"
 
 

@@ -47,8 +47,6 @@ CONVERSION_ROWS = EntityRows(("user_id", "item_id", "category", TIME),
                              ("user_id", "item_id", TIME))
 # A user at a snapshot time.
 PROPENSITY_ROWS = EntityRows(("user_id", TIME), ("user_id", TIME))
-ENTITY_COLUMNS = list(CONVERSION_ROWS.columns)
-SORT = CONVERSION_ROWS.sort
 
 
 class RetrievalError(RuntimeError):

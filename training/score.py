@@ -90,8 +90,6 @@ def raw_events(settings: Settings) -> pd.DataFrame:
     return read_raw(Path(raw_dir)).events
 
 
-_raw_events = raw_events  # the name persona.profiling.segments first imported
-
 
 def active_users(events: pd.DataFrame, as_of: pd.Timestamp) -> np.ndarray:
     """Every user with any event at or before `as_of`, sorted."""

@@ -14,7 +14,6 @@ from enum import Enum
 TIMESTAMP = "event_timestamp"
 USER_WINDOWS = (1, 7, 30, 90)  # days of the user_activity rolling counts
 ITEM_WINDOWS = (7, 30)  # days of the item_popularity rolling counts
-AFFINITY_WINDOW = 90  # days of user_category_affinity
 ACTIVITY_KINDS = ("views", "carts", "purchases")
 
 
@@ -29,10 +28,6 @@ class Kind(Enum):
     @property
     def numeric(self) -> bool:
         return self is not Kind.STRING
-
-    @property
-    def integer(self) -> bool:
-        return self is Kind.COUNT
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,6 @@ ITEM_CACHE_SIZE = "PERSONA_ITEM_CACHE_SIZE"
 ITEM_CACHE_SECONDS = "PERSONA_ITEM_CACHE_SECONDS"
 BENTOML_HOME = "BENTOML_HOME"
 FEAST_REDIS_CONNECTION = "FEAST_REDIS_CONNECTION"
-FEAST_YAML = "FEAST_FS_YAML_FILE_PATH"
 OMP_WAIT_POLICY = "OMP_WAIT_POLICY"
 GX_ANALYTICS = "GX_ANALYTICS_ENABLED"
 VARIABLES: dict[str, str] = {
@@ -60,7 +59,7 @@ VARIABLES: dict[str, str] = {
 DEFAULT_ITEM_CACHE_SIZE = 100_000
 DEFAULT_ITEM_CACHE_SECONDS = 60.0
 # Read when the library loads, so only the process environment can set them: the active
-# OpenMP wait policy made 2-core predictions 40x and training 5x slower (STACK-NOTES).
+# OpenMP wait policy made 2-core predictions 40x and training 5x slower on 2 cores.
 LIBRARY_DEFAULTS = {OMP_WAIT_POLICY: "PASSIVE", GX_ANALYTICS: "False"}
 
 

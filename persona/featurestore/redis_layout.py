@@ -412,7 +412,7 @@ def get_command(key: bytes) -> bytes:
 
 def version_key(project: bytes) -> bytes:
     """The key whose value changes each time features are materialized into this Redis, which
-    readers that cache rows watch (`serving.redis_online.ItemCache`)."""
+    readers that cache rows watch (`serving.item_cache.ItemCache`)."""
     return b"persona:" + project + b":materialized"  # not Feast's: those end with the project
 
 
