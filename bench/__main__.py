@@ -1,4 +1,4 @@
-"""`python -m bench [NAME ...]`: the same as `persona bench` (bench/cli.py)."""
+"""`python -m bench [NAME ...]`: run the benchmarks (bench/cli.py)."""
 
 from bench.cli import app
 

@@ -1,6 +1,7 @@
-"""`persona bench [NAME ...]`: run benchmarks (default: all) and print the Performance table.
+"""`python -m bench [NAME ...]` (or `make bench`): run benchmarks (default: all) and print the
+Performance table.
 
-Wired into the persona CLI as a Typer sub-app (`app.add_typer(bench.cli.app, name="bench")`);
+A development tool, run from the project's checkout; it is not part of the installed product.
 `run()` is the same thing for Python callers. Each benchmark is also `python -m bench.<name>`.
 """
 

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 MARKER = "BENCH-RESULT "
 PEAK_MARKER = "BENCH-PEAK "  # bench/peak.py's
-_started = {"load": round(os.getloadavg()[0], 2)}  # updated when the timed rounds start
+_started: dict[str, float | None] = {"load": None}  # set when the timed rounds start
 
 
 def work_dir() -> Path:
