@@ -17,7 +17,6 @@ offline rows.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import sys
 import time
@@ -71,9 +70,9 @@ def prepare_home(users: int, root: Path) -> Path:
     home = root / f"materialize-{users}u"
     if (home / "offline" / "current" / "manifest.json").exists():
         return home
+    from persona.core.settings import Settings
     from persona.data import offline
     from persona.featurestore.registry import apply_definitions
-    from persona.core.settings import Settings
 
     shutil.rmtree(home, ignore_errors=True)
     settings = Settings(home=home, reports_dir=root / "reports")
@@ -87,8 +86,8 @@ def worker(home: Path, url: str, bulk: bool, check: int) -> None:
     """One timed materialization into an emptied Redis database; prints its figures."""
     import redis
 
-    from persona.jobs.materialize import materialize
     from persona.core.settings import Settings
+    from persona.jobs.materialize import materialize
 
     client = redis.Redis.from_url(url)
     client.flushdb()
@@ -133,8 +132,8 @@ def _step_seconds(marks: list[tuple[str, float]], end: float) -> dict[str, float
 
 def _check_readback(settings, sample: int) -> int:
     """Feast's get_online_features for `sample` users equals their latest offline rows."""
-    from persona.jobs.materialize import rows_to_load
     from persona.featurestore.config import feature_store
+    from persona.jobs.materialize import rows_to_load
 
     store = feature_store(settings)
     fv = store.get_feature_view(VIEW)

@@ -1,6 +1,6 @@
 """Target 3: training-set retrieval through Feast's `get_historical_features` (Persona's offline
-store: Feast's DuckDB store with ASOF joins, persona/featurestore/offline_store.py) for 1,000,000 entity rows
-at most 1.5x a hand-written DuckDB ASOF JOIN over the same Parquet files,
+store: Feast's DuckDB store with ASOF joins, persona/featurestore/offline_store.py) for
+1,000,000 entity rows at most 1.5x a hand-written DuckDB ASOF JOIN over the same Parquet files,
 with identical values on every row.
 
 Features: every feature of user_activity, item_popularity and item_catalog, the three views of
@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import cProfile
 import json
-import os
 import pstats
 import sys
 import time
@@ -59,12 +58,12 @@ def prepare(shop_dir: Path, users: int, items: int, days: int, rows: int) -> tup
 
 
 def _build_store(home: Path, users: int, items: int, days: int) -> None:
-    from persona.data import offline
-    from persona.synthetic_shop import generate_shop
-    from persona.data.raw import RawTables
-    from persona.featurestore.registry import apply_definitions
     from persona.core.settings import Settings
+    from persona.data import offline
+    from persona.data.raw import RawTables
     from persona.data.snapshots import compute_features
+    from persona.featurestore.registry import apply_definitions
+    from persona.synthetic_shop import generate_shop
 
     settings = Settings(home=home, reports_dir=home / "reports")
     shop = generate_shop(users, items, days, seed=0)

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from persona.jobs.demo import SHOP
 from persona.core.settings import Settings
+from persona.jobs.demo import SHOP
 
 QUICK_SHOP = {"n_users": 300, "n_items": 200, "days": 30, "seed": 7}
 REQUESTS = 64  # distinct request bodies, cycled
@@ -62,8 +62,8 @@ def prepare(root: Path, quick: bool = False) -> ServingWorld:
 def _load_or_build(settings: Settings, marker: Path, quick: bool) -> ServingWorld:
     if marker.exists():
         return ServingWorld(settings, **json.loads(marker.read_text()))
-    from persona.synthetic_shop import generate_shop, write_shop
     from persona.jobs.ingest import ingest
+    from persona.synthetic_shop import generate_shop, write_shop
     from training.pipeline import train
 
     shop = generate_shop(**(QUICK_SHOP if quick else SHOP))

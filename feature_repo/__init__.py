@@ -1,1 +1,2 @@
-"""Persona's Feast feature repository: definitions in definitions.py, config in feature_store.yaml."""
+"""Persona's Feast feature repository: definitions in definitions.py, the default home's
+configuration in feature_store.yaml."""

@@ -120,7 +120,8 @@ _NUMERIC_ACTIVITY = [c.name for c in FEATURE_TABLES["user_activity"].columns if 
 
 # Computed at request time from the user's and the item's features (feature_repo/transforms.py).
 user_item_context = on_demand_feature_view(
-    sources=[user_activity[["aov_90d", "favourite_category"]], item_catalog[["category", "list_price"]]],
+    sources=[user_activity[["aov_90d", "favourite_category"]],
+             item_catalog[["category", "list_price"]]],
     schema=[
         Field(name="price_to_aov_ratio", dtype=Float64),
         Field(name="is_favourite_category", dtype=Int64),

@@ -24,8 +24,10 @@ def user_item_context(inputs: pd.DataFrame) -> pd.DataFrame:
 
     # numpy on whole columns: the service runs this on every /rank request, where each pandas
     # operation costs tens of microseconds.
-    price = pd.to_numeric(column("list_price"), errors="coerce").to_numpy("float64", na_value=np.nan)
-    aov = pd.to_numeric(column("aov_90d"), errors="coerce").to_numpy("float64", na_value=np.nan)
+    def numbers(name: str) -> np.ndarray:
+        return pd.to_numeric(column(name), errors="coerce").to_numpy("float64", na_value=np.nan)
+
+    price, aov = numbers("list_price"), numbers("aov_90d")
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.where(aov > 0, price / aov, np.nan)
     favourite = column("favourite_category").to_numpy(dtype=object, na_value=None)

@@ -17,8 +17,15 @@ from persona.jobs.progress import console, steps
 app = typer.Typer(help="Persona: e-commerce user profiling and purchase prediction on Feast.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
 
-HomeOpt = Annotated[Path | None, typer.Option("--home", help="State directory (default $PERSONA_HOME or ./data of the project).")]
-OnlineOpt = Annotated[str | None, typer.Option("--online", help="Online store URL, redis://host:port (default $PERSONA_REDIS_URL, else SQLite).")]
+DATE = "DATE (YYYY-MM-DD = end of that day UTC, or ISO-8601)"
+HomeOpt = Annotated[Path | None, typer.Option(
+    "--home", help="State directory (default $PERSONA_HOME or ./data of the project).")]
+OnlineOpt = Annotated[str | None, typer.Option(
+    "--online",
+    help="Online store URL, redis://host:port (default $PERSONA_REDIS_URL, else SQLite).")]
+TaskOpt = Annotated[str, typer.Option(
+    "--task",
+    help="conversion (view -> purchase of the item) or propensity (user buys anything).")]
 
 
 def _settings(home: Path | None, online: str | None = None) -> Settings:
@@ -31,7 +38,8 @@ def _fail(exc: Exception) -> None:
 
 
 @app.callback()
-def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False) -> None:
+def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+         ) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     library_defaults()  # before xgboost (OpenMP) and GX load
@@ -58,16 +66,18 @@ def generate(
 
 @app.command()
 def ingest(
-    raw_dir: Annotated[Path, typer.Argument(help="Directory with events, users, items (.parquet or .csv).")],
+    raw_dir: Annotated[Path, typer.Argument(
+        help="Directory with events, users, items (.parquet or .csv).")],
     home: HomeOpt = None,
-    interval: Annotated[str | None, typer.Option(help="Snapshot interval, e.g. 1d (default) or 1h.")] = None,
+    interval: Annotated[str | None, typer.Option(
+        help="Snapshot interval, e.g. 1d (default) or 1h.")] = None,
 ) -> None:
     """Validate a raw directory, compute point-in-time snapshots, publish and register them."""
     from expectations.gate import DataQualityError
     from persona.core.contract import ContractError
-    from persona.jobs.ingest import ingest as run
-    from persona.data.locking import BusyError
     from persona.core.settings import parse_interval
+    from persona.data.locking import BusyError
+    from persona.jobs.ingest import ingest as run
 
     settings = _settings(home)
     if interval:
@@ -77,7 +87,8 @@ def ingest(
             manifest = run(settings, raw_dir, on_step)
     except (ContractError, DataQualityError, BusyError, ValueError) as exc:
         _fail(exc)
-    console.print(f"published version {manifest['version']} (data hash {manifest['data_hash'][:12]})")
+    console.print(f"published version {manifest['version']} "
+                  f"(data hash {manifest['data_hash'][:12]})")
     console.print(json.dumps(manifest["rows"]))
 
 
@@ -97,12 +108,14 @@ def apply(home: HomeOpt = None, online: OnlineOpt = None) -> None:
 def materialize(
     home: HomeOpt = None,
     online: OnlineOpt = None,
-    full: Annotated[bool, typer.Option("--full", help="Reload the whole TTL window (after switching online store).")] = False,
+    full: Annotated[bool, typer.Option(
+        "--full", help="Reload the whole TTL window (after switching online store).")] = False,
 ) -> None:
     """Load the latest validated feature values into the online store (incremental)."""
     from expectations.gate import DataQualityError
     from persona.data.locking import BusyError
-    from persona.jobs.materialize import NothingToMaterialize, materialize as run
+    from persona.jobs.materialize import NothingToMaterialize
+    from persona.jobs.materialize import materialize as run
 
     try:
         with steps("materialize") as on_step:
@@ -113,15 +126,14 @@ def materialize(
     console.print(json.dumps(counts))
 
 
-TaskOpt = Annotated[str, typer.Option("--task", help="conversion (view -> purchase of the item) or propensity (user buys anything).")]
-
-
 @app.command()
 def train(
     home: HomeOpt = None,
     task: TaskOpt = "conversion",
-    horizon: Annotated[str | None, typer.Option(help="Label horizon, e.g. 30d (default 7d for conversion, 30d for propensity).")] = None,
-    until: Annotated[str | None, typer.Option(help="Use only what was known at DATE (YYYY-MM-DD = end of that day UTC, or ISO-8601).")] = None,
+    horizon: Annotated[str | None, typer.Option(
+        help="Label horizon, e.g. 30d (default 7d for conversion, 30d for propensity).")] = None,
+    until: Annotated[str | None, typer.Option(
+        help=f"Use only what was known at {DATE}.")] = None,
 ) -> None:
     """Train a model on point-in-time features and save it to the BentoML store."""
     from expectations.gate import DataQualityError
@@ -143,11 +155,17 @@ def train(
 
 @app.command()
 def score(
-    task: Annotated[str, typer.Option("--task", help="propensity (users) or conversion (user-item pairs).")],
+    task: Annotated[str, typer.Option(
+        "--task", help="propensity (users) or conversion (user-item pairs).")],
     out: Annotated[Path, typer.Option(help="Parquet file to write the scores to.")],
-    as_of: Annotated[str | None, typer.Option("--as-of", help="Score with the features known at DATE (YYYY-MM-DD = end of that day UTC, or ISO-8601); optional when the candidates carry event_timestamp.")] = None,
-    candidates: Annotated[Path | None, typer.Option(help="Parquet or CSV of user_id[, item_id][, event_timestamp] to score (required for conversion).")] = None,
-    model: Annotated[str | None, typer.Option(help="Model tag to use (default: the task's latest).")] = None,
+    as_of: Annotated[str | None, typer.Option(
+        "--as-of", help=f"Score with the features known at {DATE}; optional when the candidates "
+                        "carry event_timestamp.")] = None,
+    candidates: Annotated[Path | None, typer.Option(
+        help="Parquet or CSV of user_id[, item_id][, event_timestamp] to score (required for "
+             "conversion).")] = None,
+    model: Annotated[str | None, typer.Option(
+        help="Model tag to use (default: the task's latest).")] = None,
     home: HomeOpt = None,
 ) -> None:
     """Batch-score users (propensity) or user-item pairs (conversion) with reasons, to Parquet."""
@@ -168,9 +186,12 @@ def score(
 
 @app.command()
 def segments(
-    as_of: Annotated[str, typer.Option("--as-of", help="DATE (YYYY-MM-DD = end of that day UTC, or ISO-8601).")],
-    out: Annotated[Path | None, typer.Option(help="Parquet file for the per-user tags and segments (default <home>/segments-<DATE>.parquet).")] = None,
-    tags: Annotated[Path | None, typer.Option(help="Tag file (default feature_repo/profile_tags.yaml).")] = None,
+    as_of: Annotated[str, typer.Option("--as-of", help=f"{DATE}.")],
+    out: Annotated[Path | None, typer.Option(
+        help="Parquet file for the per-user tags and segments (default "
+             "<home>/segments-<DATE>.parquet).")] = None,
+    tags: Annotated[Path | None, typer.Option(
+        help="Tag file (default feature_repo/profile_tags.yaml).")] = None,
     home: HomeOpt = None,
 ) -> None:
     """Tag and segment every active user as of DATE; print segment sizes, write a per-user file."""
@@ -197,7 +218,8 @@ def segments(
     for column in ("segment", "users", "mean propensity"):
         table.add_column(column, justify="left" if column == "segment" else "right")
     for name, row in segment_sizes(segmented, book).iterrows():
-        table.add_row(name, str(int(row["users"])), "" if pd.isna(row["mean_propensity"]) else f"{row['mean_propensity']:.3f}")
+        mean = "" if pd.isna(row["mean_propensity"]) else f"{row['mean_propensity']:.3f}"
+        table.add_row(name, str(int(row["users"])), mean)
     console.print(table)
     console.print(f"{len(segmented)} users -> {out}")
 
@@ -207,7 +229,8 @@ def serve(
     home: HomeOpt = None,
     online: OnlineOpt = None,
     port: Annotated[int, typer.Option(help="HTTP port.")] = 3000,
-    host: Annotated[str, typer.Option(help="Interface to listen on (0.0.0.0 for all).")] = "127.0.0.1",
+    host: Annotated[str, typer.Option(
+        help="Interface to listen on (0.0.0.0 for all).")] = "127.0.0.1",
     model: Annotated[str | None, typer.Option(help="Model tag to pin (default: latest).")] = None,
     workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
 ) -> None:

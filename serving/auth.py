@@ -1,9 +1,10 @@
 """Optional API-key authentication, as one ASGI middleware in front of every route.
 
-Off unless the settings name API keys (PERSONA_API_KEYS, comma-separated) in the server's environment. When it is,
-every request needs `Authorization: Bearer <key>` or `X-API-Key: <key>` naming one of the keys,
-else it gets 401 with a JSON message; only the probes, the metrics and the OpenAPI document and UI
-stay open. Deny by default: a route added later is protected without being listed here.
+Off unless the settings name API keys (PERSONA_API_KEYS, comma-separated) in the server's
+environment. When they do, every request needs `Authorization: Bearer <key>` or `X-API-Key:
+<key>` naming one of the keys, else it gets 401 with a JSON message; only the probes, the
+metrics and the OpenAPI document and UI stay open. Deny by default: a route added later is
+protected without being listed here.
 
 A presented key is compared with every configured key with `hmac.compare_digest`, all of them
 every time, so the answer's timing does not tell which key, or how much of one, matched. Keys

@@ -1,13 +1,13 @@
 """Model matrices for (user, item) pairs read straight from Feast's Redis layout: the /rank path.
 
 `serving.online.OnlineFeatureReader` reads through Feast's `get_online_features`, whose response
-building and per-value conversion cost most of a /rank request (8.6 of 14.6 ms for
-1 user + 50 items, measured with py-spy). On a Redis online store this reader does the same reads itself. The registry
-is read once, at start-up, into a plan: which hash fields of which entity keys feed which model
-column. A request is then one pipelined round trip when its items' rows are in the item cache
-(the cache's version key, the users, their rows for the items' categories) and two otherwise
-(the uncached items first), decoded straight into the matrix. On-demand features
-come from the on-demand view's own transform, the function Feast runs for training and
+building and per-value conversion cost most of a /rank request (8.6 of 14.6 ms for 1 user + 50
+items, measured with py-spy). On a Redis online store this reader does the same reads itself.
+The registry is read once, at start-up, into a plan: which hash fields of which entity keys feed
+which model column. A request is then one pipelined round trip when its items' rows are in the
+item cache (the cache's version key, the users, their rows for the items' categories) and two
+otherwise (the uncached items first), decoded straight into the matrix. On-demand features come
+from the on-demand view's own transform, the function Feast runs for training and
 get_online_features. Every value equals what get_online_features returns (tests/test_serving.py
 compares them over many entities).
 """

@@ -70,7 +70,8 @@ class RankedItem(_Strict):
     item_id: str = Field(description="A candidate item id from the request.")
     score: Probability = Field(
         description="Probability that a view of this item by the user converts to a purchase "
-                    "within the conversion model's label horizon (7 days unless trained with `--horizon`)."
+                    "within the conversion model's label horizon (7 days unless trained with "
+                    "`--horizon`)."
     )
     cold_item: bool = Field(
         description="True when the online store has no catalogue row for the item; it was "

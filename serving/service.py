@@ -99,7 +99,7 @@ def check_inputs(booster, features: list[str], tag: str) -> None:
         raise ModelRefused(f"model {tag}: metadata features do not match the booster's inputs")
 
 
-def stored_propensity_model(settings: Settings) -> bentoml.Model | None:
+def stored_propensity_model(settings: Settings | None = None) -> bentoml.Model | None:
     """The propensity model to serve: the settings' PERSONA_PROPENSITY_TAG, else the latest; None
     when none was trained. A pinned version that is not in the store is an error.
 
@@ -110,7 +110,7 @@ def stored_propensity_model(settings: Settings) -> bentoml.Model | None:
     without it. The price: a built Bento does not carry the propensity model; it serves the one
     in the model store of the machine it runs on, if any.
     """
-    wanted = resolve_propensity_tag(settings=settings)
+    wanted = resolve_propensity_tag(settings=settings or Settings.from_env())
     try:
         return bentoml.models.get(wanted)
     except NotFound:

@@ -15,13 +15,13 @@ from feast.protos.feast.serving.ServingService_pb2 import FieldStatus, GetOnline
 from feast.protos.feast.types.Value_pb2 import Value
 from pydantic import ValidationError
 
+from persona.core.settings import MODEL_TAG as MODEL_TAG_ENV
+from persona.core.settings import PROPENSITY_TAG as PROPENSITY_TAG_ENV
 from persona.core.settings import Settings
 from persona.profiling.tags import TagBook
 from serving import (
     MODEL_NAME,
-    MODEL_TAG_ENV,
     PROPENSITY_MODEL_NAME,
-    PROPENSITY_TAG_ENV,
     SERVICE_NAME,
     resolve_model_tag,
     resolve_propensity_tag,

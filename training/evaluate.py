@@ -108,7 +108,8 @@ def calibrate(train_scores: np.ndarray, train_y: np.ndarray, scores: np.ndarray)
     return iso.predict(scores)
 
 
-def calibration_bins(y: np.ndarray, p: np.ndarray, n_bins: int = N_BINS) -> tuple[list[dict], float]:
+def calibration_bins(y: np.ndarray, p: np.ndarray, n_bins: int = N_BINS
+                     ) -> tuple[list[dict], float]:
     """Reliability bins of equal count (predictions of a few-percent task crowd the lowest
     equal-width bin) and the expected calibration error: the count-weighted mean gap between
     predicted and observed rates."""
@@ -166,7 +167,8 @@ def metrics(y: np.ndarray, users: np.ndarray, scored: Scored, ndcg: bool = True)
     bins, ece = calibration_bins(y, p)
     out = {
         "roc_auc": float("nan") if single_class else float(roc_auc_score(y, scored.scores)),
-        "pr_auc": float("nan") if single_class else float(average_precision_score(y, scored.scores)),
+        "pr_auc": (float("nan") if single_class
+                   else float(average_precision_score(y, scored.scores))),
         LIFT: top_decile_lift(y, scored.scores),
         "log_loss": float(log_loss(y, p, labels=[0, 1])),
         "ece": ece,

@@ -41,7 +41,8 @@ def top_contributions(matrix: np.ndarray, contribs: np.ndarray,
             np.take_along_axis(per_feature, order, axis=1).astype(np.float64))
 
 
-def top_reasons(features: list[str], matrix: np.ndarray, contribs: np.ndarray, k: int = 3) -> list[list[Reason]]:
+def top_reasons(features: list[str], matrix: np.ndarray, contribs: np.ndarray, k: int = 3
+                ) -> list[list[Reason]]:
     """The k features that moved each row's score most, as Reasons (a missing value is None)."""
     order, values, pushes = top_contributions(matrix, contribs, k)
     names = np.asarray(features, dtype=object)[order].tolist()

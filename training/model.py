@@ -45,6 +45,9 @@ class ModelParams:
     nthread: int | None = None
 
 
+DEFAULT_PARAMS = ModelParams()
+
+
 @dataclass(frozen=True)
 class FitResult:
     """The booster cut at its best round, and what early stopping saw."""
@@ -116,7 +119,8 @@ def booster_params(params: ModelParams) -> dict:
     }
 
 
-def fit(train: pd.DataFrame, features: list[str], params: ModelParams = ModelParams()) -> FitResult:
+def fit(train: pd.DataFrame, features: list[str], params: ModelParams = DEFAULT_PARAMS
+        ) -> FitResult:
     """Train on all but the latest part of `train`, stop when the holdout's log loss has not
     improved for `early_stopping_rounds`, and keep the booster of the best round."""
     fit_rows, holdout = holdout_split(train, params.holdout_fraction)

@@ -14,14 +14,14 @@ from pathlib import Path
 
 import pandas as pd
 
+from persona.core.settings import Settings
 from persona.data.offline import current_manifest
 from persona.data.raw import RawTables, read_raw
-from persona.profiling.segments import report_section
-from persona.core.settings import Settings
 from persona.featurestore.config import feature_store
+from persona.profiling.segments import report_section
 from training import report
 from training.evaluate import evaluate, summary
-from training.model import FitResult, ModelParams, fit, predict
+from training.model import DEFAULT_PARAMS, FitResult, ModelParams, fit, predict
 from training.model_store import save_model
 from training.reference import reference_quantiles
 from training.retrieval import TrainingFrame, training_frame
@@ -236,7 +236,7 @@ def train(
     until: pd.Timestamp | None = None,
     every_days: int = SNAPSHOT_EVERY_DAYS,
     raw: RawTables | None = None,
-    params: ModelParams = ModelParams(),
+    params: ModelParams = DEFAULT_PARAMS,
     on_step: Step = lambda _: None,
 ) -> TrainResult:
     """Train, evaluate, report and save the task's model on the current offline version.
@@ -259,7 +259,7 @@ def train_labelled(
     *,
     valid_days: int | None = None,
     gap_days: int | None = None,
-    params: ModelParams = ModelParams(),
+    params: ModelParams = DEFAULT_PARAMS,
     on_step: Step = lambda _: None,
 ) -> TrainResult:
     """Split, fit, evaluate, report and save from a frame `labelled_frame` already built."""

@@ -19,7 +19,7 @@ import xgboost as xgb  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from sklearn.metrics import precision_recall_curve, roc_curve  # noqa: E402
 
-from training.evaluate import K, LIFT, Evaluation  # noqa: E402
+from training.evaluate import LIFT, Evaluation, K  # noqa: E402
 
 PLOTS = {"roc": "roc.png", "pr": "pr.png", "calibration": "calibration.png",
          "importance": "importance.png"}

@@ -22,9 +22,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from persona.core.catalog import MODELS
+from persona.core.settings import Settings
 from persona.data.offline import current_manifest
 from persona.data.raw import parse_timestamps, read_raw
-from persona.core.settings import Settings
 from persona.featurestore.config import feature_store
 from training.explain import Reason, contributions, top_reasons
 from training.model import matrix, threads

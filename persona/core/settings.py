@@ -1,4 +1,4 @@
-"""The one configuration path: every environment variable Persona reads is named here, and read here.
+"""The one configuration path: every environment variable Persona reads is named and read here.
 
 `Settings.from_env()` resolves them once into a frozen value that the rest of the code is given;
 no other module reads `os.environ`. Paths are made absolute, so no command depends on the
@@ -108,7 +108,8 @@ class Settings:
     api_keys: tuple[str, ...] = field(default=(), repr=False)
     item_cache_size: int = DEFAULT_ITEM_CACHE_SIZE
     item_cache_seconds: float = DEFAULT_ITEM_CACHE_SECONDS
-    bentoml_home: Path | None = None  # None: BentoML's own (BENTOML_HOME of the process, else ~/bentoml)
+    # None: BentoML's own (BENTOML_HOME of the process, else ~/bentoml)
+    bentoml_home: Path | None = None
 
     @classmethod
     def from_env(cls, home: Path | None = None, online: str | None = None,
@@ -180,7 +181,7 @@ class Settings:
 
     @property
     def store_yaml(self) -> Path:
-        """The Feast configuration of this home, for the `feast` CLI (written by `persona apply`)."""
+        """This home's Feast configuration for the `feast` CLI (written by `persona apply`)."""
         return self.home / "feature_store.yaml"
 
     @property

@@ -1,4 +1,4 @@
-"""One writer at a time per Persona home: a second ingest or materialize waits, then fails clearly."""
+"""One writer at a time per Persona home: a second ingest or materialize waits, then fails."""
 
 from __future__ import annotations
 
@@ -26,7 +26,8 @@ def exclusive(lock_path: Path, wait_seconds: float = 30.0) -> Iterator[None]:
             except BlockingIOError:
                 if time.monotonic() >= deadline:
                     raise BusyError(f"another persona job is writing to {lock_path.parent} "
-                                    f"(waited {wait_seconds:.0f}s); try again when it ends") from None
+                                    f"(waited {wait_seconds:.0f}s); try again when it ends"
+                                    ) from None
                 time.sleep(0.2)
         try:
             yield

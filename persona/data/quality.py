@@ -22,13 +22,15 @@ def check_raw(raw: RawTables, now: pd.Timestamp, docs_dir: Path) -> dict[str, di
         "raw.users": run_gate(users_suite(now), raw.users, docs_dir, raw.paths["users"]),
         "raw.items": run_gate(items_suite(now), raw.items, docs_dir, raw.paths["items"]),
         "raw.events": run_gate(
-            events_suite(now, known_users=set(raw.users["user_id"]), known_items=set(raw.items["item_id"])),
+            events_suite(now, known_users=set(raw.users["user_id"]),
+                         known_items=set(raw.items["item_id"])),
             raw.events, docs_dir, raw.paths["events"]),
     }
     return {name: result.summary() for name, result in results.items()}
 
 
-def check_features(features: dict[str, pd.DataFrame], now: pd.Timestamp, docs_dir: Path) -> dict[str, dict]:
+def check_features(features: dict[str, pd.DataFrame], now: pd.Timestamp,
+                   docs_dir: Path) -> dict[str, dict]:
     """Every feature table against its view's suite."""
     return {f"features.{view}": run_gate(feature_suite(view, now), frame, docs_dir).summary()
             for view, frame in features.items()}

@@ -92,7 +92,8 @@ def parse_timestamps(values: pd.Series, where: str) -> pd.Series:
     """Dates, ISO-8601 strings (offset or not: UTC when none) or epoch seconds -> UTC timestamps.
     Strings with and without an offset may not share a column (see `_refuse_mixed_zones`)."""
     if pd.api.types.is_datetime64_any_dtype(values):
-        parsed = values.dt.tz_localize("UTC") if values.dt.tz is None else values.dt.tz_convert("UTC")
+        naive = values.dt.tz is None
+        parsed = values.dt.tz_localize("UTC") if naive else values.dt.tz_convert("UTC")
     elif pd.api.types.is_numeric_dtype(values):
         parsed = pd.to_datetime(values, unit="s", utc=True, errors="coerce")
     else:
@@ -163,7 +164,8 @@ def read_raw(raw_dir: Path) -> RawTables:
     events = _normalise(_load(paths["events"], EVENTS), EVENTS, paths["events"])
     if "quantity" not in events.columns:
         events["quantity"] = 1
-    events["quantity"] = _numeric(events, "quantity", paths["events"], whole=True).fillna(1).astype("int64")
+    quantity = _numeric(events, "quantity", paths["events"], whole=True)
+    events["quantity"] = quantity.fillna(1).astype("int64")
     if "price" not in events.columns:
         events["price"] = events["item_id"].map(items.set_index("item_id")["list_price"])
     events["price"] = _numeric(events, "price", paths["events"])

@@ -17,7 +17,7 @@ from datetime import timedelta
 import duckdb
 import pandas as pd
 
-from persona.core.schema import USER_WINDOWS
+from persona.core.schema import ACTIVITY_KINDS, USER_WINDOWS
 from persona.data.raw import RawTables
 
 DAY_US = 86_400_000_000
@@ -29,7 +29,8 @@ def _buckets(days: int, interval_us: int) -> int:
 
 def _ts(frame: pd.DataFrame, interval_us: int) -> pd.DataFrame:
     """Replace the bucket index `k` with the snapshot's UTC `event_timestamp`."""
-    frame.insert(1, "event_timestamp", pd.to_datetime(frame.pop("k") * interval_us, unit="us", utc=True))
+    stamps = pd.to_datetime(frame.pop("k") * interval_us, unit="us", utc=True)
+    frame.insert(1, "event_timestamp", stamps)
     return frame
 
 
@@ -49,7 +50,8 @@ def _events_view(con: duckdb.DuckDBPyConnection, raw: RawTables, interval_us: in
 def _user_activity(con: duckdb.DuckDBPyConnection, interval_us: int, end_k: int) -> pd.DataFrame:
     w = {d: _buckets(d, interval_us) for d in USER_WINDOWS}
     windows = ", ".join(
-        f"w{d} AS (PARTITION BY user_id ORDER BY k RANGE BETWEEN {w[d] - 1} PRECEDING AND CURRENT ROW)"
+        f"w{d} AS (PARTITION BY user_id ORDER BY k "
+        f"RANGE BETWEEN {w[d] - 1} PRECEDING AND CURRENT ROW)"
         for d in USER_WINDOWS)
     sums = ", ".join(
         f"sum(v) OVER w{d} AS views_{d}d, sum(c) OVER w{d} AS carts_{d}d, "
@@ -82,9 +84,11 @@ def _user_activity(con: duckdb.DuckDBPyConnection, interval_us: int, end_k: int)
                    first(category ORDER BY category_events_90d DESC, category) AS favourite_category
             FROM category_affinity GROUP BY user_id, k)
         SELECT r.user_id, r.k,
-               {", ".join(f"coalesce(views_{d}d, 0)::BIGINT AS views_{d}d, coalesce(carts_{d}d, 0)::BIGINT AS carts_{d}d, coalesce(purchases_{d}d, 0)::BIGINT AS purchases_{d}d" for d in USER_WINDOWS)},
+               {", ".join(f"coalesce({kind}_{d}d, 0)::BIGINT AS {kind}_{d}d"
+                          for d in USER_WINDOWS for kind in ACTIVITY_KINDS)},
                {", ".join(f"coalesce(spend_{d}d, 0)::DOUBLE AS spend_{d}d" for d in USER_WINDOWS)},
-               CASE WHEN purchases_90d > 0 THEN spend_90d / purchases_90d ELSE 0 END::DOUBLE AS aov_90d,
+               CASE WHEN purchases_90d > 0 THEN spend_90d / purchases_90d ELSE 0 END::DOUBLE
+                   AS aov_90d,
                ((r.k * {interval_us} - last_ev) / {DAY_US})::DOUBLE AS days_since_last_event,
                ((r.k * {interval_us} - last_p) / {DAY_US})::DOUBLE AS days_since_last_purchase,
                CASE WHEN views_90d > 0 THEN least(purchases_90d / views_90d, 1) ELSE 0 END::DOUBLE
@@ -142,7 +146,8 @@ def _item_popularity(con: duckdb.DuckDBPyConnection, interval_us: int, end_k: in
                    count(*) FILTER (event_type = 'purchase') AS p
             FROM ev GROUP BY item_id, k),
         buys AS (
-            SELECT item_id, user_id, k, lead(k) OVER (PARTITION BY item_id, user_id ORDER BY k) AS nk
+            SELECT item_id, user_id, k,
+                   lead(k) OVER (PARTITION BY item_id, user_id ORDER BY k) AS nk
             FROM (SELECT DISTINCT item_id, user_id, k FROM ev WHERE event_type = 'purchase')),
         -- a buyer counts from a purchase until 30 days later or their next purchase of the item
         deltas AS (
@@ -156,18 +161,25 @@ def _item_popularity(con: duckdb.DuckDBPyConnection, interval_us: int, end_k: in
             FROM ib GROUP BY item_id),
         rolled AS (
             SELECT g.item_id, g.k,
-                   sum(coalesce(v, 0)) OVER w7 AS views_7d, sum(coalesce(v, 0)) OVER w30 AS views_30d,
+                   sum(coalesce(v, 0)) OVER w7 AS views_7d,
+                   sum(coalesce(v, 0)) OVER w30 AS views_30d,
                    sum(coalesce(c, 0)) OVER w30 AS carts_30d,
-                   sum(coalesce(p, 0)) OVER w7 AS purchases_7d, sum(coalesce(p, 0)) OVER w30 AS purchases_30d,
-                   sum(coalesce(d.d, 0)) OVER (PARTITION BY g.item_id ORDER BY g.k ROWS UNBOUNDED PRECEDING)
+                   sum(coalesce(p, 0)) OVER w7 AS purchases_7d,
+                   sum(coalesce(p, 0)) OVER w30 AS purchases_30d,
+                   sum(coalesce(d.d, 0)) OVER (PARTITION BY g.item_id ORDER BY g.k
+                                               ROWS UNBOUNDED PRECEDING)
                        AS unique_buyers_30d
             FROM grid g LEFT JOIN ib USING (item_id, k) LEFT JOIN deltas d USING (item_id, k)
-            WINDOW w7 AS (PARTITION BY g.item_id ORDER BY g.k RANGE BETWEEN {w7 - 1} PRECEDING AND CURRENT ROW),
-                   w30 AS (PARTITION BY g.item_id ORDER BY g.k RANGE BETWEEN {w30 - 1} PRECEDING AND CURRENT ROW))
+            WINDOW w7 AS (PARTITION BY g.item_id ORDER BY g.k
+                          RANGE BETWEEN {w7 - 1} PRECEDING AND CURRENT ROW),
+                   w30 AS (PARTITION BY g.item_id ORDER BY g.k
+                           RANGE BETWEEN {w30 - 1} PRECEDING AND CURRENT ROW))
         SELECT item_id, k,
-               views_7d::BIGINT AS views_7d, views_30d::BIGINT AS views_30d, carts_30d::BIGINT AS carts_30d,
+               views_7d::BIGINT AS views_7d, views_30d::BIGINT AS views_30d,
+               carts_30d::BIGINT AS carts_30d,
                purchases_7d::BIGINT AS purchases_7d, purchases_30d::BIGINT AS purchases_30d,
-               ((purchases_30d + 1) / (greatest(views_30d, purchases_30d) + 50))::DOUBLE AS conversion_rate_30d,
+               ((purchases_30d + 1) / (greatest(views_30d, purchases_30d) + 50))::DOUBLE
+                   AS conversion_rate_30d,
                unique_buyers_30d::BIGINT AS unique_buyers_30d
         FROM rolled
         WHERE views_30d + carts_30d + purchases_30d > 0
@@ -175,7 +187,8 @@ def _item_popularity(con: duckdb.DuckDBPyConnection, interval_us: int, end_k: in
     """).df()
 
 
-def compute_features(raw: RawTables, interval: timedelta = timedelta(days=1)) -> dict[str, pd.DataFrame]:
+def compute_features(raw: RawTables, interval: timedelta = timedelta(days=1)
+                     ) -> dict[str, pd.DataFrame]:
     """All feature tables, keyed by feature view name, each with an `event_timestamp` column."""
     interval_us = int(interval.total_seconds() * 1_000_000)
     con = duckdb.connect()
@@ -187,7 +200,8 @@ def compute_features(raw: RawTables, interval: timedelta = timedelta(days=1)) ->
         if end_k is not None:
             _category_affinity(con, interval_us, end_k)
             features["user_activity"] = _ts(_user_activity(con, interval_us, end_k), interval_us)
-            features["item_popularity"] = _ts(_item_popularity(con, interval_us, end_k), interval_us)
+            features["item_popularity"] = _ts(_item_popularity(con, interval_us, end_k),
+                                              interval_us)
             features["user_category_affinity"] = _ts(
                 con.execute("SELECT * FROM category_affinity ORDER BY user_id, category, k").df(),
                 interval_us)

@@ -12,18 +12,20 @@ import httpx
 import pandas as pd
 from rich.table import Table
 
-from persona.synthetic_shop import generate_shop, write_shop
+from persona.core.settings import Settings
 from persona.jobs.ingest import ingest
 from persona.jobs.materialize import materialize
 from persona.jobs.progress import console, steps
-from persona.core.settings import Settings
+from persona.synthetic_shop import generate_shop, write_shop
 
 SHOP = {"n_users": 3000, "n_items": 1000, "days": 60, "seed": 42}
 
 
 def _candidates(events: pd.DataFrame, user_id: str, n: int = 20) -> list[str]:
-    """Items the user looked at lately plus the shop's most viewed ones: a product-page shortlist."""
-    seen = events[events["user_id"] == user_id].sort_values("event_timestamp")["item_id"].tolist()[-n // 2:]
+    """Items the user looked at lately plus the shop's most viewed ones: a product-page
+    shortlist."""
+    mine = events[events["user_id"] == user_id].sort_values("event_timestamp")
+    seen = mine["item_id"].tolist()[-n // 2:]
     popular = events["item_id"].value_counts().index.tolist()
     return list(dict.fromkeys(seen + popular))[:n]
 
@@ -60,7 +62,8 @@ def run(settings: Settings, port: int = 3000, shop_size: dict | None = None) -> 
     raw_dir = settings.home / "raw"
     size = {**SHOP, **(shop_size or {})}
     with steps("demo") as on_step:
-        on_step("generating a shop of {n_users} users x {n_items} items x {days} days".format(**size))
+        on_step("generating a shop of {n_users} users x {n_items} items x {days} days"
+                .format(**size))
         shop = generate_shop(**size)
         write_shop(shop, raw_dir)
         on_step("ingesting and validating")
@@ -76,7 +79,8 @@ def run(settings: Settings, port: int = 3000, shop_size: dict | None = None) -> 
             on_step("sending requests")
             with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
                 for user in users:
-                    reply = client.post("/rank", json={"user_id": user, "item_ids": _candidates(shop.events, user)})
+                    body = {"user_id": user, "item_ids": _candidates(shop.events, user)}
+                    reply = client.post("/rank", json=body)
                     reply.raise_for_status()
                     responses.append(reply.json())
     for reply in responses:
@@ -86,7 +90,8 @@ def run(settings: Settings, port: int = 3000, shop_size: dict | None = None) -> 
         table.add_column("purchase probability", justify="right")
         table.add_column("strongest reason")
         for rank, item in enumerate(reply["items"][:5], start=1):
-            table.add_row(str(rank), item["item_id"], f"{item['score']:.4f}", _reason(item["reasons"][0]))
+            table.add_row(str(rank), item["item_id"], f"{item['score']:.4f}",
+                          _reason(item["reasons"][0]))
         console.print(table)
     console.print(_metrics_table(result.metrics))
     console.print(f"report: {Path(result.report_path)}")

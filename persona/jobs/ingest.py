@@ -1,4 +1,5 @@
-"""`persona ingest`: raw directory -> validated point-in-time snapshots -> offline store -> registry.
+"""`persona ingest`: raw directory -> validated point-in-time snapshots -> offline store ->
+registry.
 
 Nothing is written until every gate passed: the raw tables, then the computed feature tables.
 A rejected batch leaves the previous published version and the registry untouched.
@@ -11,12 +12,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from persona.core.settings import Settings
 from persona.data import offline, quality
 from persona.data.locking import exclusive
 from persona.data.raw import read_raw
-from persona.featurestore.registry import apply_definitions
-from persona.core.settings import Settings
 from persona.data.snapshots import compute_features
+from persona.featurestore.registry import apply_definitions
 
 Step = Callable[[str], None]
 

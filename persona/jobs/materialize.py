@@ -5,8 +5,8 @@ Per view, the rows to load are what Feast's own materialization loads: each enti
 with a timestamp in the view's window, from where its last materialization ended (the first time,
 or with `full`, the start of its TTL window) up to `end`, both ends included. Every view's rows pass
 the GE gate before anything is written. SQLite is loaded by Feast's `materialize`; a Redis server
-gets the same bytes from `persona.featurestore.redis_layout` (Feast's Python writer managed about 3,900 entities/s
-here) and the interval is recorded in the registry exactly as Feast records it, so
+gets the same bytes from `persona.featurestore.redis_layout` (Feast's Python writer managed about
+3,900 entities/s here) and the interval is recorded in the registry exactly as Feast records it, so
 `feast materialize-incremental` and `persona materialize` carry on from each other.
 """
 
@@ -20,11 +20,10 @@ import pandas as pd
 import pyarrow as pa
 from feast import FeatureStore, FeatureView
 
-from persona.featurestore import redis_layout
-
+from persona.core.settings import Settings
 from persona.data import offline, quality
 from persona.data.locking import exclusive
-from persona.core.settings import Settings
+from persona.featurestore import redis_layout
 from persona.featurestore.config import feature_store, staged_registry
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

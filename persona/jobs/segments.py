@@ -18,12 +18,11 @@ from persona.profiling.tags import TagBook
 from training.score import active_users, raw_events, score
 
 
-
 def profile_features(settings: Settings, users: pd.Series, as_of: pd.Timestamp) -> pd.DataFrame:
     """Short-named profile features of `users` as of `as_of`, indexed by user_id."""
     store = feature_store(settings)
-    entity_df = pd.DataFrame({"user_id": users.astype(object).to_numpy(),
-                              "event_timestamp": pd.Series([as_of] * len(users), dtype="datetime64[ns, UTC]")})
+    times = pd.Series([as_of] * len(users), dtype="datetime64[ns, UTC]")
+    entity_df = pd.DataFrame({"user_id": users.astype(object).to_numpy(), "event_timestamp": times})
     frame = store.get_historical_features(entity_df=entity_df,
                                           features=store.get_feature_service(PROFILE_SERVICE)).to_df()
     return frame.drop(columns=["event_timestamp"]).set_index("user_id")
@@ -44,13 +43,15 @@ def propensity_scores(settings: Settings, as_of: pd.Timestamp) -> pd.DataFrame |
     return scores.rename(columns={"score": "propensity"}).set_index("user_id")
 
 
-def segment_users(settings: Settings, as_of: pd.Timestamp, book: TagBook | None = None) -> pd.DataFrame:
+def segment_users(settings: Settings, as_of: pd.Timestamp, book: TagBook | None = None
+                  ) -> pd.DataFrame:
     """One row per user active at or before `as_of`: propensity, churn_risk, tags, segment."""
     book = book or TagBook.load()
     users = pd.Series(active_users(raw_events(settings), as_of), name="user_id")
     frame = profile_features(settings, users, as_of)
     scores = propensity_scores(settings, as_of)
-    frame["propensity"] = scores["propensity"].reindex(frame.index) if scores is not None else float("nan")
+    frame["propensity"] = (float("nan") if scores is None
+                           else scores["propensity"].reindex(frame.index))
     frame["churn_risk"] = 1.0 - frame["propensity"]
     labelled = book.evaluate(frame)
     return frame[["propensity", "churn_risk"]].join(labelled).reset_index()

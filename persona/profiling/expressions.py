@@ -18,7 +18,8 @@ import pandas as pd
 QUANTILES = (0.5, 0.75, 0.9, 0.95)
 _COMPARE = {ast.Lt: operator.lt, ast.LtE: operator.le, ast.Gt: operator.gt, ast.GtE: operator.ge,
             ast.Eq: operator.eq, ast.NotEq: operator.ne}
-_ARITH = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
+_ARITH = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
+          ast.Div: operator.truediv}
 _FUNCTIONS = {"quantile": 2, "isnull": 1, "notnull": 1}
 _CONSTANTS = {"true": True, "false": False, "null": None}
 
@@ -63,9 +64,11 @@ def _check(node: ast.AST, text: str, known: Collection[str], names: set[str]) ->
         raise ExpressionError(f"{text!r}: chain comparisons with 'and'")
     if isinstance(node, ast.Call):
         if not isinstance(node.func, ast.Name) or node.func.id not in _FUNCTIONS:
-            raise ExpressionError(f"{text!r}: only the functions {sorted(_FUNCTIONS)} may be called")
+            raise ExpressionError(
+                f"{text!r}: only the functions {sorted(_FUNCTIONS)} may be called")
         if len(node.args) != _FUNCTIONS[node.func.id] or node.keywords:
-            raise ExpressionError(f"{text!r}: {node.func.id} takes {_FUNCTIONS[node.func.id]} argument(s)")
+            raise ExpressionError(
+                f"{text!r}: {node.func.id} takes {_FUNCTIONS[node.func.id]} argument(s)")
         if not isinstance(node.args[0], ast.Name):
             raise ExpressionError(f"{text!r}: {node.func.id} takes a feature name first")
         if node.func.id == "quantile" and not (
@@ -77,7 +80,8 @@ def _check(node: ast.AST, text: str, known: Collection[str], names: set[str]) ->
         if node.id not in known:
             raise ExpressionError(f"{text!r}: unknown name {node.id!r}")
         names.add(node.id)
-    if isinstance(node, ast.Constant) and not isinstance(node.value, (int, float, str, bool, type(None))):
+    allowed = (int, float, str, bool, type(None))
+    if isinstance(node, ast.Constant) and not isinstance(node.value, allowed):
         raise ExpressionError(f"{text!r}: constant {node.value!r} is not allowed")
 
 
@@ -97,7 +101,8 @@ def _eval(node: ast.AST, frame: pd.DataFrame, quantile: Callable[[str, float], f
         value = _eval(node.operand, frame, quantile)
         return ~_truth(value, frame) if isinstance(node.op, ast.Not) else -value
     if isinstance(node, ast.BinOp):
-        return _ARITH[type(node.op)](_eval(node.left, frame, quantile), _eval(node.right, frame, quantile))
+        return _ARITH[type(node.op)](_eval(node.left, frame, quantile),
+                                     _eval(node.right, frame, quantile))
     if isinstance(node, ast.Compare):
         left, right = _eval(node.left, frame, quantile), _eval(node.comparators[0], frame, quantile)
         if left is None or right is None:  # `x == null` means isnull(x)
@@ -121,7 +126,8 @@ def _truth(value, frame: pd.DataFrame) -> pd.Series:
 def _present(value, frame: pd.DataFrame) -> pd.Series:
     if isinstance(value, pd.Series):
         return value.notna()
-    return pd.Series(value is not None and not (isinstance(value, float) and np.isnan(value)), index=frame.index)
+    present = value is not None and not (isinstance(value, float) and np.isnan(value))
+    return pd.Series(present, index=frame.index)
 
 
 def quantiles_from(frame: pd.DataFrame, reference: Mapping[str, Mapping[str, float]] | None = None

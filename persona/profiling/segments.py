@@ -16,11 +16,13 @@ def segment_sizes(segmented: pd.DataFrame, book: TagBook | None = None) -> pd.Da
     """Users and mean propensity per segment, in the tag file's segment order."""
     book = book or TagBook.load()
     order = [s.name for s in book.segments]
-    sizes = segmented.groupby("segment").agg(users=("user_id", "size"), mean_propensity=("propensity", "mean"))
+    sizes = segmented.groupby("segment").agg(users=("user_id", "size"),
+                                             mean_propensity=("propensity", "mean"))
     return sizes.reindex([s for s in order if s in sizes.index])
 
 
-def plot_segments(segmented: pd.DataFrame, directory: Path, book: TagBook | None = None) -> dict[str, Path]:
+def plot_segments(segmented: pd.DataFrame, directory: Path, book: TagBook | None = None
+                  ) -> dict[str, Path]:
     """Two PNGs for the training report: users per segment, and propensity by segment."""
     import matplotlib
 
@@ -50,7 +52,8 @@ def plot_segments(segmented: pd.DataFrame, directory: Path, book: TagBook | None
     return paths
 
 
-def report_section(frame: pd.DataFrame, propensity, directory: Path, book: TagBook | None = None) -> str:
+def report_section(frame: pd.DataFrame, propensity, directory: Path,
+                   book: TagBook | None = None) -> str:
     """Markdown for the propensity training report: the validation users' segments (features
     from the validation frame, Feast full names accepted) with sizes and propensity plots."""
     book = book or TagBook.load()
@@ -64,6 +67,7 @@ def report_section(frame: pd.DataFrame, propensity, directory: Path, book: TagBo
     lines = ["## Segments (validation users)", "",
              f"Rules: `{TAGS_FILE_NAME}`; quantiles over these users.", "",
              "| segment | users | mean propensity |", "|---|---:|---:|"]
-    lines += [f"| {name} | {int(row.users)} | {row.mean_propensity:.3f} |" for name, row in sizes.iterrows()]
+    lines += [f"| {name} | {int(row.users)} | {row.mean_propensity:.3f} |"
+              for name, row in sizes.iterrows()]
     lines += ["", *[f"![{name}]({path.name})" for name, path in paths.items()], ""]
     return "\n".join(lines)

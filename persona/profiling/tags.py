@@ -15,9 +15,14 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from persona.profiling.expressions import Expression, ExpressionError, compile_expression, quantiles_from
 from persona.core.schema import USER_ACTIVITY, USER_PROFILE
 from persona.core.settings import FEATURE_REPO
+from persona.profiling.expressions import (
+    Expression,
+    ExpressionError,
+    compile_expression,
+    quantiles_from,
+)
 
 TAGS_FILE = FEATURE_REPO / "profile_tags.yaml"
 SCORES = ("propensity", "churn_risk")
@@ -53,7 +58,7 @@ class TagBook:
     segments: tuple[Segment, ...]
 
     @classmethod
-    def load(cls, path: Path = TAGS_FILE, variables: list[str] | None = None) -> "TagBook":
+    def load(cls, path: Path = TAGS_FILE, variables: list[str] | None = None) -> TagBook:
         known = variables if variables is not None else profile_variables()
         try:
             spec = yaml.safe_load(Path(path).read_text())
@@ -63,7 +68,8 @@ class TagBook:
             raise TagFileError(f"{path}: expected a mapping with 'tags' (and 'segments')")
         tags = tuple(_tag(path, name, body, known) for name, body in spec["tags"].items())
         tag_names = [t.name for t in tags]
-        segments = tuple(_segment(path, i, body, tag_names) for i, body in enumerate(spec.get("segments") or []))
+        segments = tuple(_segment(path, i, body, tag_names)
+                         for i, body in enumerate(spec.get("segments") or []))
         return cls(tags, segments)
 
     @property
@@ -71,14 +77,16 @@ class TagBook:
         """Every variable some rule reads."""
         return {name for tag in self.tags for name in tag.rule.names}
 
-    def evaluate(self, frame: pd.DataFrame, reference: Mapping[str, Mapping[str, float]] | None = None
-                 ) -> pd.DataFrame:
+    def evaluate(self, frame: pd.DataFrame,
+                 reference: Mapping[str, Mapping[str, float]] | None = None) -> pd.DataFrame:
         """Per row: `tags` (list of tag labels) and `segment`. Missing variables are nulls.
         Quantiles come from `reference` when given, else from the frame itself."""
         frame = frame.reindex(columns=sorted(set(frame.columns) | self.names))
         quantile = quantiles_from(frame, reference)
-        flags = pd.DataFrame({t.name: t.rule.evaluate(frame, quantile) for t in self.tags}, index=frame.index)
-        labels = [[_label(t, frame, row) for t in self.tags if flags.at[row, t.name]] for row in frame.index]
+        flags = pd.DataFrame({t.name: t.rule.evaluate(frame, quantile) for t in self.tags},
+                             index=frame.index)
+        labels = [[_label(t, frame, row) for t in self.tags if flags.at[row, t.name]]
+                  for row in frame.index]
         segment = pd.Series(None, index=frame.index, dtype=object)
         for seg in self.segments:
             segment = segment.where(segment.notna() | ~seg.rule.evaluate(flags, quantile), seg.name)
