@@ -89,3 +89,10 @@ def test_only_the_settings_module_touches_the_environment() -> None:
             if lines and path != PROJECT_ROOT / "persona" / "core" / "settings.py":
                 found[str(path.relative_to(PROJECT_ROOT))] = lines
     assert not found, found
+
+
+def test_the_readme_lists_every_variable() -> None:
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    section = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    listed = {line.split("`")[1] for line in section.splitlines() if line.startswith("| `")}
+    assert listed == set(VARIABLES)
