@@ -3,8 +3,6 @@
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
-export GX_ANALYTICS_ENABLED := False
-export OMP_WAIT_POLICY := PASSIVE
 
 .PHONY: install demo test bench system-packages clean
 

@@ -16,6 +16,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from statistics import median
 
+from persona.core.settings import LIBRARY_DEFAULTS
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 MARKER = "BENCH-RESULT "
@@ -58,7 +60,8 @@ def run_child(args: Sequence[str], env: dict | None = None, timeout: float = 360
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         start = time.perf_counter()
         process = subprocess.Popen([sys.executable, "-m", "bench.peak", *args], stdout=out,
-                                   stderr=err, cwd=ROOT, env={**os.environ, **(env or {})})
+                                   stderr=err, cwd=ROOT,
+                                   env={**LIBRARY_DEFAULTS, **os.environ, **(env or {})})
         try:
             process.wait(timeout)
         except subprocess.TimeoutExpired:

@@ -35,8 +35,7 @@ def _demo(size: list[str]):
                 [sys.executable, "-m", "persona.cli", "demo", "--home", str(scratch / "home"),
                  "--port", str(free_port()), *size],
                 env={"BENTOML_HOME": str(scratch / "bentoml"), "PERSONA_REDIS_URL": "",
-                     "PERSONA_REPORTS_DIR": str(scratch / "reports"),
-                     "OMP_WAIT_POLICY": "PASSIVE", "GX_ANALYTICS_ENABLED": "False"},
+                     "PERSONA_REPORTS_DIR": str(scratch / "reports")},
                 timeout=600)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)

@@ -182,13 +182,12 @@ def run(users: int, feast_users: int, rounds: int, results: Path | None) -> dict
     root = work_dir()
     print(f"materialize: offline stores of {users:,} and {feast_users:,} users under {root}")
     homes = {"bulk": prepare_home(users, root), "feast": prepare_home(feast_users, root)}
-    env = {"OMP_WAIT_POLICY": "PASSIVE", "GX_ANALYTICS_ENABLED": "False"}
     with local_redis(root / "redis-materialize") as url:
         def contender(kind: str):
             command = [sys.executable, "-m", "bench.materialize", "--worker", kind,
                        "--home", str(homes[kind]), "--redis", url,
                        "--check", "200" if kind == "bulk" else "0"]
-            return lambda: run_child(command, env=env)
+            return lambda: run_child(command)
 
         runs = interleaved(rounds, {"bulk": contender("bulk"), "feast": contender("feast")})
     figures = {kind: {key: stat([r[key] for r in rs]) for key, value in rs[0].items()

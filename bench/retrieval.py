@@ -310,19 +310,18 @@ def run(args: argparse.Namespace, shop_dir: Path) -> dict:
     home, entities = shop_dir / "home", shop_dir / f"entities-{args.rows}.parquet"
     query = shop_dir / "asof.sql"
     outputs = {kind: shop_dir / f"out-{kind}.parquet" for kind in ("feast", "duckdb")}
-    env = {"OMP_WAIT_POLICY": "PASSIVE", "GX_ANALYTICS_ENABLED": "False"}
 
     def command(kind: str) -> list[str]:
         return [*me, "--worker", kind, "--home", str(home), "--query", str(query),
                 "--entities", str(entities), *sizes]
 
     # An untimed run of each first keeps its frame for the comparison (and warms the page cache).
-    checks = {kind: run_child([*command(kind), "--out", str(outputs[kind])], env=env)
+    checks = {kind: run_child([*command(kind), "--out", str(outputs[kind])])
               for kind in ("feast", "duckdb")}
     checked = compare(outputs["feast"], outputs["duckdb"])
     print(f"  identical: {checked}")
     if args.rounds:
-        runs = interleaved(args.rounds, {kind: (lambda k=kind: run_child(command(k), env=env))
+        runs = interleaved(args.rounds, {kind: (lambda k=kind: run_child(command(k)))
                                          for kind in ("feast", "duckdb")})
     else:  # --quick: the checking runs are the only ones
         runs = {kind: [checks[kind]] for kind in ("feast", "duckdb")}
@@ -336,7 +335,7 @@ def run(args: argparse.Namespace, shop_dir: Path) -> dict:
     if args.profile == "yes" or (args.profile == "auto" and not met):
         target = shop_dir / "feast.prof"
         run_child([*me, "--worker", "feast", "--home", str(home), "--entities", str(entities),
-                   "--profile-to", str(target), *sizes], env=env)
+                   "--profile-to", str(target), *sizes])
         profile = summarise_profile(target)
     table = [row(
         f"3. training set, {args.rows:,} entity rows x {checked['columns'] - 4} features "

@@ -21,7 +21,6 @@ the same Redis, in one process, alternating by round:
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from pathlib import Path
 
@@ -112,7 +111,9 @@ def _contender(call, requests: list, calls: int):
 
 
 def measure(world: ServingWorld, url: str, rounds: int, calls: int) -> dict:
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from persona.core.settings import library_defaults
+
+    library_defaults()  # before xgboost loads
     from persona.featurestore.config import feature_store
     from serving.item_cache import ItemCache
     from serving.online import OnlineFeatureReader
