@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from persona.synthetic_shop import Shop, write_shop
-from persona.jobs.ingest import ingest
 from persona.core.settings import Settings
+from persona.jobs.ingest import ingest
+from persona.synthetic_shop import Shop, write_shop
 
 
 def ingested_home(root: Path, shop: Shop) -> Settings:

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from persona.data import offline
-from persona.synthetic_shop import generate_shop, write_shop
-from persona.jobs.ingest import ingest
-from persona.data.locking import BusyError, exclusive
 from persona.core.settings import Settings
+from persona.data import offline
+from persona.data.locking import BusyError, exclusive
 from persona.featurestore.config import feature_store
+from persona.jobs.ingest import ingest
+from persona.synthetic_shop import generate_shop, write_shop
 
 pytestmark = pytest.mark.integration
 

@@ -12,13 +12,13 @@ import pandas as pd
 import pytest
 
 from expectations.gate import DataQualityError
-from persona.data import offline
 from persona.core.contract import ContractError
-from persona.synthetic_shop import write_shop
+from persona.core.settings import FEATURE_REPO, Settings
+from persona.data import offline
+from persona.featurestore.config import feature_store
 from persona.jobs.ingest import ingest
 from persona.jobs.materialize import materialize
-from persona.core.settings import FEATURE_REPO, Settings
-from persona.featurestore.config import feature_store
+from persona.synthetic_shop import write_shop
 
 pytestmark = pytest.mark.integration
 

@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 from homes import ingested_home
 
-from persona.synthetic_shop import Shop, generate_shop
-from persona.data.offline import current_manifest
 from persona.core.settings import Settings
+from persona.data.offline import current_manifest
+from persona.synthetic_shop import Shop, generate_shop
 from training.evaluate import recency_score, rfm_score, top_decile_lift
 from training.labels import PROPENSITY_COLUMNS, LabelError, propensity_labels, snapshot_times
 from training.model_store import (

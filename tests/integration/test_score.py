@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 
 from persona.cli import app
 from persona.core.dates import parse_as_of
-from persona.synthetic_shop import Shop, generate_shop
 from persona.core.settings import Settings
+from persona.synthetic_shop import Shop, generate_shop
 from training.model import predict
 from training.model_store import ModelMetadataError, load_model
 from training.pipeline import TrainResult, labelled_frame, train

@@ -15,8 +15,8 @@ import pytest
 from typer.testing import CliRunner
 
 from persona.cli import app
-from persona.data.offline import current_manifest
 from persona.core.settings import Settings
+from persona.data.offline import current_manifest
 from training.model_store import load_model
 
 pytestmark = pytest.mark.integration

@@ -11,10 +11,10 @@ import pytest
 from homes import ingested_home
 
 from expectations.gate import DataQualityError
-from persona.synthetic_shop import Shop, generate_shop
-from persona.data.offline import current_manifest
 from persona.core.settings import Settings
+from persona.data.offline import current_manifest
 from persona.featurestore.config import feature_store
+from persona.synthetic_shop import Shop, generate_shop
 from training.labels import conversion_labels
 from training.model_store import REQUIRED_METADATA, WINDOW_KEYS, load_model
 from training.pipeline import TrainingError, TrainResult, train

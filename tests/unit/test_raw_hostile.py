@@ -18,11 +18,11 @@ import pytest
 
 from expectations.gate import DataQualityError
 from persona.core.contract import ContractError
-from persona.synthetic_shop import Shop, write_shop
-from persona.jobs.ingest import ingest
+from persona.core.settings import Settings
 from persona.data.quality import check_raw
 from persona.data.raw import parse_timestamps, read_raw
-from persona.core.settings import Settings
+from persona.jobs.ingest import ingest
+from persona.synthetic_shop import Shop, write_shop
 
 Mutate = Callable[[Path], None]
 
