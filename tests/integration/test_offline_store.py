@@ -5,18 +5,20 @@ snapshots, after a view's TTL has run out, and for unknown entities."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 from feast import FeatureStore, RepoConfig
 
-from persona.data import offline
-from persona.synthetic_shop import Shop
-from persona.data.raw import RawTables
-from persona.featurestore.registry import apply_definitions
 from persona.core.settings import FEATURE_REPO, Settings
+from persona.data import offline
+from persona.data.raw import RawTables
 from persona.data.snapshots import compute_features
 from persona.featurestore.config import repo_config
+from persona.featurestore.registry import apply_definitions
+from persona.synthetic_shop import Shop
 
 pytestmark = pytest.mark.integration
 KEYS = ["user_id", "item_id", "category", "event_timestamp"]
@@ -37,13 +39,27 @@ def home(tmp_path_factory: pytest.TempPathFactory, small_shop: Shop) -> Settings
 
 
 def _feasts_duckdb_store(settings: Settings) -> FeatureStore:
-    """The same repo and registry on Feast's own DuckDB offline store."""
+    """The same repo and registry on Feast's own DuckDB offline store. The definitions' sources
+    are relative to the offline store's root: Persona's store takes it from its `root` option,
+    Feast's reads a relative parquet path from the working directory (see `_frame`)."""
     ours = repo_config(settings)
-    config = RepoConfig(project=ours.project, provider="local", registry=str(settings.registry_path),
+    config = RepoConfig(project=ours.project, provider="local",
+                        registry=str(settings.registry_path),
                         online_store={"type": "sqlite", "path": str(settings.sqlite_path)},
                         offline_store={"type": "duckdb"}, entity_key_serialization_version=3,
                         repo_path=FEATURE_REPO)
     return FeatureStore(repo_path=str(FEATURE_REPO), config=config)
+
+
+def _frame(store: FeatureStore, entity_rows: pd.DataFrame, service: str,
+           cwd: Path | None = None) -> pd.DataFrame:
+    """The service's point-in-time frame from `store`, read from working directory `cwd`."""
+    with pytest.MonkeyPatch.context() as env:
+        if cwd is not None:
+            env.chdir(cwd)
+        return store.get_historical_features(
+            entity_df=entity_rows, features=store.get_feature_service(service),
+            full_feature_names=True).to_df().sort_values(KEYS, ignore_index=True)
 
 
 def _entity_rows(shop: Shop, rng: np.random.Generator, n: int = 3000) -> pd.DataFrame:
@@ -66,11 +82,8 @@ def test_asof_store_equals_feasts_duckdb_store(home: Settings, small_shop: Shop,
     assert type(ours._get_provider().offline_store).__name__ == "AsofDuckDBOfflineStore"
     feasts = _feasts_duckdb_store(home)
     entity_rows = _entity_rows(small_shop, np.random.default_rng(3))
-    frames = [store.get_historical_features(entity_df=entity_rows,
-                                            features=store.get_feature_service(service),
-                                            full_feature_names=True).to_df()
-              .sort_values(KEYS, ignore_index=True) for store in (ours, feasts)]
-    got, want = frames
+    got = _frame(ours, entity_rows, service)
+    want = _frame(feasts, entity_rows, service, cwd=home.offline_current)
     assert list(got.columns) == list(want.columns)
     assert len(got) == len(want) == len(entity_rows)
     pd.testing.assert_frame_equal(got, want, check_dtype=False)
