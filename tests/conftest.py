@@ -1,7 +1,16 @@
-"""Shared fixtures: a small generated shop and an isolated Persona home per test."""
+"""Shared fixtures of every tier: a small generated shop and an isolated Persona home per test;
+and, built once per session, the served world (tests/worlds.py), a Redis, the world
+materialized into it, the propensity model, and `bentoml serve` on SQLite and on Redis.
+
+Tiers are directories: unit (pure functions), integration (real Feast, SQLite, Redis, GE),
+service (the BentoML service in process) and e2e (real processes). Each test is marked with its
+tier, and the session runs them in that order.
+"""
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +21,32 @@ from persona.core.settings import Settings, library_defaults
 library_defaults()  # before a test imports xgboost or GX
 
 from persona.synthetic_shop import Shop, generate_shop, write_shop  # noqa: E402
+
+TIERS = ("unit", "integration", "service", "e2e")
+HERE = Path(__file__).parent
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for tier in TIERS:
+        config.addinivalue_line("markers", f"{tier}: a test of the {tier} tier (tests/{tier})")
+
+
+def _tier(item: pytest.Item) -> int:
+    try:
+        relative = Path(item.path).resolve().relative_to(HERE.resolve())
+    except ValueError:
+        return len(TIERS)
+    return TIERS.index(relative.parts[0]) if relative.parts[0] in TIERS else len(TIERS)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Each test marked with its tier; unit, then integration, service and e2e (a stable sort:
+    within a tier, the order pytest chose)."""
+    for item in items:
+        tier = _tier(item)
+        if tier < len(TIERS):
+            item.add_marker(TIERS[tier])
+    items.sort(key=_tier)
 
 
 @pytest.fixture(scope="session")
@@ -46,3 +81,97 @@ def model_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         mp.setenv("BENTOML_HOME", str(home))
         with BentoMLContainer.model_store.patch(ModelStore(home / "models")):
             yield home
+
+
+# --- the served world, once per session --------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """PERSONA_REDIS_URL switched to a test database (PERSONA_TEST_REDIS_DB, default 15), whose
+    keys made during the session are deleted afterwards; else a private `redis-server` on a
+    free loopback port; else the tests that need it are skipped."""
+    from redis_server import TEST_DB_ENV, keys_cleaned, with_db
+    from worlds import start_redis
+
+    external = os.environ.get("PERSONA_REDIS_URL")
+    if external:
+        with keys_cleaned(with_db(external, int(os.environ.get(TEST_DB_ENV, "15")))) as url:
+            yield url
+    elif shutil.which("redis-server"):
+        server = start_redis(tmp_path_factory.mktemp("redis"))
+        try:
+            yield server.url
+        finally:
+            server.stop()
+    else:
+        pytest.skip("no PERSONA_REDIS_URL and no redis-server binary")
+
+
+@pytest.fixture(scope="module")
+def own_redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A Redis of the module's own, for modules that must see only their own keys or whose
+    shop would overwrite the world's rows: a private `redis-server` on a free loopback port, or
+    with PERSONA_REDIS_URL the database below the session's (keys made deleted afterwards)."""
+    from redis_server import TEST_DB_ENV, keys_cleaned, with_db
+    from worlds import start_redis
+
+    external = os.environ.get("PERSONA_REDIS_URL")
+    if external:
+        db = int(os.environ.get(TEST_DB_ENV, "15")) - 1
+        with keys_cleaned(with_db(external, db)) as url:
+            yield url
+    elif shutil.which("redis-server"):
+        server = start_redis(tmp_path_factory.mktemp("own-redis"))
+        try:
+            yield server.url
+        finally:
+            server.stop()
+    else:
+        pytest.skip("no PERSONA_REDIS_URL and no redis-server binary")
+
+
+@pytest.fixture(scope="session")
+def world(tmp_path_factory: pytest.TempPathFactory, small_shop: Shop):
+    """The populated store (SQLite materialized) and conversion model (tests/worlds.py)."""
+    from worlds import build_world
+
+    return build_world(tmp_path_factory.mktemp("world"), small_shop)
+
+
+@pytest.fixture(scope="session")
+def redis_settings(world, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """A copy of the world's home, materialized into the session's Redis."""
+    settings = world.home_copy(tmp_path_factory.mktemp("redis-world") / "home", redis_url)
+    from persona.jobs.materialize import materialize
+
+    materialize(settings)
+    return settings
+
+
+@pytest.fixture(scope="session")
+def propensity(world):
+    """The propensity model, saved into the world's model store (tests/worlds.py)."""
+    from worlds import build_propensity
+
+    return build_propensity(world)
+
+
+@pytest.fixture(scope="session")
+def sqlite_server(world, propensity):
+    """`bentoml serve` on the world's SQLite store, with the propensity model."""
+    from worlds import start_server_retrying
+
+    with start_server_retrying(world.settings, model_tag=world.model_tag) as handle:
+        assert handle.propensity_tag == propensity.tag
+        yield handle
+
+
+@pytest.fixture(scope="session")
+def redis_server(world, propensity, redis_settings: Settings):
+    """`bentoml serve` on the session's Redis, with the propensity model."""
+    from worlds import start_server_retrying
+
+    with start_server_retrying(redis_settings, model_tag=world.model_tag) as handle:
+        assert handle.propensity_tag == propensity.tag
+        yield handle

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -15,28 +16,49 @@ import pytest
 from bench import NAMES, cli, table
 from bench.common import ROOT
 
-pytestmark = pytest.mark.integration
+BENCH_TIMEOUT = 900  # seconds for one benchmark at its smallest size, on a busy 2-core machine
+# the first test also waits for `results`: every benchmark, one after the other
+pytestmark = [pytest.mark.integration, pytest.mark.redis,
+              pytest.mark.timeout(len(NAMES) * (BENCH_TIMEOUT + 60) + 60)]
 
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """`python -m bench.<name> --quick` for every benchmark, side by side (each mostly waits on
-    its own child processes), into a temporary results and work directory."""
+    """`python -m bench.<name> --quick` for every benchmark, one at a time (each starts servers,
+    Redis and load generators of its own, and measures: side by side they would starve each
+    other), into a temporary results and work directory."""
     if shutil.which("redis-server") is None:
         pytest.skip("bench.materialize starts its own redis-server")
     root = tmp_path_factory.mktemp("bench")
     env = {**os.environ, "PERSONA_BENCH_WORK": str(root / "work")}
-    runs = {name: subprocess.Popen(
-        [sys.executable, "-m", f"bench.{name}", "--quick", "--results", str(root / "results")],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        for name in NAMES}
     failed = {}
-    for name, process in runs.items():
-        output, _ = process.communicate(timeout=300)
-        if process.returncode:
+    for name in NAMES:
+        output, code = _bench(name, root / "results", env)
+        if code != 0:
             failed[name] = output[-3000:]
     assert not failed, failed
     return root / "results"
+
+
+def _bench(name: str, results: Path, env: dict[str, str]) -> tuple[str, int | None]:
+    """Run one benchmark in a process group of its own; its output and exit code (None when it
+    was still running after BENCH_TIMEOUT: then interrupted, so it stops what it started, and
+    killed with its group if it does not end)."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", f"bench.{name}", "--quick", "--results", str(results)],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True)
+    try:
+        output, _ = process.communicate(timeout=BENCH_TIMEOUT)
+        return output, process.returncode
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGINT)
+        try:
+            output, _ = process.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            output, _ = process.communicate()
+        return f"still running after {BENCH_TIMEOUT} s\n{output}", None
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -62,7 +84,8 @@ def _stats(figures: dict) -> list[dict]:
 def test_retrieval_frames_are_identical_with_nulls_kept(results: Path) -> None:
     checked = json.loads((results / "retrieval.json").read_text())["identical"]
     assert checked["rows"] == 3_000
-    assert checked["rows_with_null_view"]["user_activity"] > 0  # rows before a user's first snapshot
+    # rows before a user's first snapshot
+    assert checked["rows_with_null_view"]["user_activity"] > 0
 
 
 def test_materialize_reads_back_through_feast(results: Path) -> None:

@@ -21,15 +21,15 @@ import pytest
 import redis
 from feast import FeatureStore, FeatureView
 from feast.infra.registry.file import FileRegistryStore
-from redis_server import RedisProcess
+from worlds import start_redis
 
-from persona.data import offline
-from persona.jobs.materialize import TIMESTAMP, last_snapshot, materialize, rows_to_load
-from persona.data.raw import RawTables
-from persona.featurestore.registry import apply_definitions
 from persona.core.settings import PROJECT_ROOT, Settings
+from persona.data import offline
+from persona.data.raw import RawTables
 from persona.data.snapshots import compute_features
 from persona.featurestore.config import feature_store
+from persona.featurestore.registry import apply_definitions
+from persona.jobs.materialize import TIMESTAMP, last_snapshot, materialize, rows_to_load
 
 pytestmark = [pytest.mark.integration, pytest.mark.redis]
 
@@ -161,8 +161,8 @@ def test_a_killed_materialization_leaves_whole_rows_and_a_rerun_completes_it(
         published: Settings, tmp_path: Path) -> None:
     if shutil.which("redis-server") is None:
         pytest.skip("no redis-server binary")
-    server = RedisProcess(tmp_path / "redis")
-    settings = _copy(published, tmp_path / "home", server.start())
+    server = start_redis(tmp_path / "redis")
+    settings = _copy(published, tmp_path / "home", server.url)
     cli = _gated_cli(settings, tmp_path / "killed.log")  # importing while the first load runs
     try:
         end = _end(settings)

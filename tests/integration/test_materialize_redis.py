@@ -20,17 +20,15 @@ from feast.protos.feast.types.Value_pb2 import Value
 from feast.type_map import python_values_to_proto_values
 from feast.value_type import ValueType
 from google.protobuf.timestamp_pb2 import Timestamp
-from redis_server import redis_url  # noqa: F401 (fixture)
 
-from persona.featurestore import redis_layout
-
-from persona.data import offline
-from persona.jobs.materialize import materialize, rows_to_load
-from persona.data.raw import RawTables
-from persona.featurestore.registry import apply_definitions
 from persona.core.settings import Settings
+from persona.data import offline
+from persona.data.raw import RawTables
 from persona.data.snapshots import compute_features
+from persona.featurestore import redis_layout
 from persona.featurestore.config import feature_store
+from persona.featurestore.registry import apply_definitions
+from persona.jobs.materialize import materialize, rows_to_load
 
 pytestmark = [pytest.mark.integration, pytest.mark.redis]
 
@@ -104,8 +102,10 @@ def _hashes(url: str) -> dict[bytes, dict[bytes, bytes]]:
 
 
 @pytest.fixture(scope="module")
-def loaded(tmp_path_factory: pytest.TempPathFactory, small_shop,
-           redis_url: str) -> Loaded:  # noqa: F811
+def loaded(tmp_path_factory: pytest.TempPathFactory, small_shop, own_redis_url: str) -> Loaded:
+    """The shop materialized by Feast's writer, its hashes kept and removed, then by the bulk
+    writer, into a Redis of the module's own (every hash in it is compared)."""
+    redis_url = own_redis_url
     root = tmp_path_factory.mktemp("materialize-redis")
     base = Settings(home=root / "bulk", reports_dir=root / "reports", online_url=redis_url)
     with pytest.MonkeyPatch.context() as env:
