@@ -39,7 +39,8 @@ def _consistent(settings: Settings, versions: set[str]) -> str:
     manifest = offline.current_manifest(settings.offline_root)
     assert manifest is not None
     assert offline.data_hash(settings.offline_current) == manifest["data_hash"]
-    assert {"user_activity", "item_popularity"} <= {fv.name for fv in feature_store(settings).list_feature_views()}
+    views = {fv.name for fv in feature_store(settings).list_feature_views()}
+    assert {"user_activity", "item_popularity"} <= views
     versions.add(manifest["version"])
     return manifest["version"]
 
@@ -48,18 +49,59 @@ def _ingest_cmd(settings: Settings, raw: Path) -> list[str]:
     return [sys.executable, "-m", "persona.cli", "ingest", str(raw), "--home", str(settings.home)]
 
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+STEP_DEADLINE = 600  # seconds for an ingest to reach a step on a busy 2-core machine
+
+
+def _cpu_seconds(pid: int) -> float:
+    """CPU time a process has used (user + system), from /proc: its progress, whatever the load."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def _docs_written_since(settings: Settings, started: float) -> bool:
+    return settings.docs_dir.exists() and any(
+        p.stat().st_mtime > started for p in settings.docs_dir.rglob("*") if p.is_file())
+
+
+# Where a kill lands, by what the ingest has visibly reached (not by the time since it started,
+# which on a busy machine is still the imports): its CPU time, the Data Docs its gates write, its
+# staged offline version, its staged registry. (settings, process id, wall-clock start) -> bool
+STEPS = {
+    "importing": lambda settings, pid, started: _cpu_seconds(pid) >= 3.0,
+    "validating": lambda settings, pid, started: _docs_written_since(settings, started),
+    "publishing": lambda settings, pid, started: any(settings.offline_root.glob(".staging-*")),
+    "registering": lambda settings, pid, started: any(settings.home.glob(".registry-*")),
+}
+
+
+def _kill_at(settings: Settings, proc: subprocess.Popen, step: str, started: float) -> None:
+    """SIGKILL `proc` as soon as it has reached `step`; it must not have finished before."""
+    reached = STEPS[step]
+    deadline = time.monotonic() + STEP_DEADLINE
+    try:
+        while not reached(settings, proc.pid, started):
+            assert proc.poll() is None, f"the ingest ended before {step}"
+            assert time.monotonic() < deadline, f"no {step} after {STEP_DEADLINE} s"
+            time.sleep(0.002)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(60)
+
+
 def test_sigkill_at_any_moment_leaves_old_or_new_complete_state(home) -> None:
     settings, first, second = home
     seen: set[str] = set()
     before = _consistent(settings, seen)
-    for delay in (3.0, 6.0, 8.5):  # importing, validating, publishing and registering
+    for step in STEPS:
         raw = second if len(seen) % 2 else first
-        proc = subprocess.Popen(_ingest_cmd(settings, raw), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(delay)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(30)
+        started = time.time()
+        proc = subprocess.Popen(_ingest_cmd(settings, raw), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        _kill_at(settings, proc, step, started)
         _consistent(settings, seen)
-    done = subprocess.run(_ingest_cmd(settings, second), capture_output=True, text=True, timeout=300)
+    done = subprocess.run(_ingest_cmd(settings, second), capture_output=True, text=True,
+                          timeout=STEP_DEADLINE)
     assert done.returncode == 0, done.stderr
     after = _consistent(settings, seen)
     assert after != before
@@ -76,12 +118,12 @@ def test_a_second_writer_waits_then_fails_clearly(home) -> None:
     def hold() -> None:
         with exclusive(settings.lock_path):
             held.set()
-            release.wait(30)
+            release.wait(STEP_DEADLINE)
 
     holder = threading.Thread(target=hold)
     holder.start()
     try:
-        held.wait(10)
+        assert held.wait(STEP_DEADLINE)
         with pytest.raises(BusyError, match="another persona job"):
             ingest(settings, first, lock_wait=0.5)
     finally:
@@ -91,8 +133,9 @@ def test_a_second_writer_waits_then_fails_clearly(home) -> None:
 
 def test_two_ingests_at_once_take_turns(home) -> None:
     settings, first, second = home
-    procs = [subprocess.Popen(_ingest_cmd(settings, raw), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True, env={**os.environ}) for raw in (first, second)]
-    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    procs = [subprocess.Popen(_ingest_cmd(settings, raw), stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, env={**os.environ})
+             for raw in (first, second)]
+    outputs = [p.communicate(timeout=STEP_DEADLINE)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs
     _consistent(settings, set())
