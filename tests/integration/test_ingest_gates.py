@@ -96,11 +96,13 @@ def test_good_batch_is_published_registered_and_validated(ingested) -> None:
     settings, manifest, online, _ = ingested
     store = feature_store(settings)
     assert {fv.name for fv in store.list_feature_views()} >= {
-        "user_profile", "user_activity", "item_catalog", "item_popularity", "user_category_affinity"}
+        "user_profile", "user_activity", "item_catalog", "item_popularity",
+        "user_category_affinity"}
     assert store.get_feature_service("conversion_v1")
     assert all(v["success"] for v in manifest["validation"].values())
     assert set(manifest["validation"]) >= {"raw.events", "features.user_activity"}
-    assert online["user_activity__views_90d" if "user_activity__views_90d" in online else "views_90d"].notna().any()
+    views = "user_activity__views_90d" if "user_activity__views_90d" in online else "views_90d"
+    assert online[views].notna().any()
 
 
 @pytest.mark.parametrize("case", list(BAD))
@@ -124,7 +126,8 @@ def test_bad_batch_rejected_whole(case: str, ingested, raw_dir: Path, tmp_path: 
 def test_cli_rejects_with_message_and_exit_code(ingested, raw_dir: Path, tmp_path: Path) -> None:
     settings = ingested[0]
     bad_dir = _corrupt(raw_dir, tmp_path / "bad", "events", _negative_price)
-    proc = subprocess.run([sys.executable, "-m", "persona.cli", "ingest", str(bad_dir), "--home", str(settings.home)],
+    proc = subprocess.run([sys.executable, "-m", "persona.cli", "ingest", str(bad_dir),
+                           "--home", str(settings.home)],
                           capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert proc.returncode == 1
     out = proc.stdout + proc.stderr

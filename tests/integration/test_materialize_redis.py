@@ -81,7 +81,8 @@ def test_timestamp_bytes_equal_feasts() -> None:
         proto = Timestamp()
         proto.FromDatetime(stamp)
         expected.append(proto.SerializeToString())
-    assert redis_layout.timestamp_protos(redis_layout.timestamp_nanos(array)).to_pylist() == expected
+    protos = redis_layout.timestamp_protos(redis_layout.timestamp_nanos(array))
+    assert protos.to_pylist() == expected
 
 
 # --- against a real Redis and Feast's own writer ------------------------------------------------

@@ -70,7 +70,8 @@ def test_model_is_saved_with_the_metadata_serving_needs(trained: TrainResult, fu
     assert "user_activity__views_7d" in meta["features"]
     assert set(meta["training_window"]) == set(WINDOW_KEYS)
     window = {k: pd.Timestamp(v) for k, v in meta["training_window"].items()}
-    assert window["train_from"] < window["train_until"] < window["valid_from"] < window["valid_until"]
+    assert (window["train_from"] < window["train_until"] < window["valid_from"]
+            < window["valid_until"])
     assert window["valid_from"] - window["train_until"] >= HORIZON - pd.Timedelta(days=1)
     assert meta["data_hash"] == current_manifest(full.offline_root)["data_hash"]
     assert meta["snapshot_interval_seconds"] == 86400

@@ -1,4 +1,5 @@
-"""Conversion labels from hand-built event logs: what counts as a conversion, and what is unknown."""
+"""Conversion labels from hand-built event logs: what counts as a conversion, and what is
+unknown."""
 
 from __future__ import annotations
 

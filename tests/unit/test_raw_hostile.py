@@ -2,8 +2,9 @@
 (where they apply), before anything is written. Extra columns are dropped with a warning.
 
 Already covered elsewhere: a missing required column, and that a batch rejected by a gate or by
-the reader leaves a previous version and the registry untouched (tests/test_ingest_gates.py);
-the gates' own failures for negative prices, duplicates and unknown ids (tests/test_expectations.py).
+the reader leaves a previous version and the registry untouched
+(tests/integration/test_ingest_gates.py); the gates' own failures for negative prices,
+duplicates and unknown ids (tests/unit/test_expectations.py).
 """
 
 from __future__ import annotations
@@ -142,5 +143,6 @@ def test_extra_columns_are_dropped_with_a_warning_naming_them(
     with caplog.at_level(logging.WARNING, logger="persona.data.raw"):
         raw = read_raw(raw_dir)
     assert "email" not in raw.users.columns
-    (warning,) = [r.getMessage() for r in caplog.records if "outside the contract" in r.getMessage()]
+    (warning,) = [r.getMessage() for r in caplog.records
+                  if "outside the contract" in r.getMessage()]
     assert str(raw_dir / "users.csv") in warning and "['email']" in warning

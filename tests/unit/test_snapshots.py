@@ -14,10 +14,14 @@ T = pd.Timestamp
 
 
 def _raw(rows: list[tuple]) -> RawTables:
-    events = pd.DataFrame(rows, columns=["user_id", "item_id", "event_type", "event_timestamp", "quantity", "price"])
-    events["event_timestamp"] = pd.to_datetime(events["event_timestamp"], utc=True, format="ISO8601")
-    users = pd.DataFrame({"user_id": ["u1", "u2"], "signup_timestamp": pd.to_datetime(["2025-12-01"] * 2, utc=True),
-                          "age_band": None, "gender": None, "region": None, "membership_level": None})
+    events = pd.DataFrame(rows, columns=["user_id", "item_id", "event_type", "event_timestamp",
+                                         "quantity", "price"])
+    events["event_timestamp"] = pd.to_datetime(events["event_timestamp"], utc=True,
+                                               format="ISO8601")
+    users = pd.DataFrame({"user_id": ["u1", "u2"],
+                          "signup_timestamp": pd.to_datetime(["2025-12-01"] * 2, utc=True),
+                          "age_band": None, "gender": None, "region": None,
+                          "membership_level": None})
     items = pd.DataFrame({"item_id": ["i1", "i2", "i3"], "category": ["shoes", "books", "shoes"],
                           "brand": ["b"] * 3, "list_price": [10.0, 5.0, 20.0],
                           "created_timestamp": pd.to_datetime(["2025-11-01"] * 3, utc=True)})
@@ -92,9 +96,12 @@ def test_unique_buyers_counts_each_buyer_once_for_30_days() -> None:
     pop = compute_features(_raw(rows))["item_popularity"]
     assert _row(pop, "2026-01-06", item_id="i1").unique_buyers_30d == 2
     assert _row(pop, "2026-01-11", item_id="i1").unique_buyers_30d == 2
-    assert _row(pop, "2026-02-05", item_id="i1").unique_buyers_30d == 1  # u2 expired, u1 (Jan 10) not
-    assert _row(pop, "2026-02-09", item_id="i1").unique_buyers_30d == 1  # Jan 10 10:00 > Feb 9 - 30d
-    assert not ((pop["item_id"] == "i1") & (pop["event_timestamp"] >= T("2026-02-10", tz="UTC"))).any()
+    # u2 expired, u1 (Jan 10) not
+    assert _row(pop, "2026-02-05", item_id="i1").unique_buyers_30d == 1
+    # Jan 10 10:00 > Feb 9 - 30d
+    assert _row(pop, "2026-02-09", item_id="i1").unique_buyers_30d == 1
+    assert not ((pop["item_id"] == "i1")
+                & (pop["event_timestamp"] >= T("2026-02-10", tz="UTC"))).any()
 
 
 @pytest.mark.parametrize("interval", [timedelta(days=1), timedelta(hours=1)])

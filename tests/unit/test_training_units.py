@@ -32,7 +32,8 @@ def frame_over(days: int, per_day: int = 10, seed: int = 0) -> pd.DataFrame:
         "label": (signal + rng.normal(scale=0.5, size=n) > 1.0).astype("int64"),
         "signal": signal,
         "noise": rng.normal(size=n),
-        "item_popularity__conversion_rate_30d": np.where(rng.random(n) < 0.2, np.nan, rng.random(n)),
+        "item_popularity__conversion_rate_30d": np.where(rng.random(n) < 0.2, np.nan,
+                                                         rng.random(n)),
         "user_activity__purchases_30d": rng.integers(0, 3, n).astype(float),
         "user_activity__views_7d": rng.integers(0, 9, n).astype(float),
     })
