@@ -23,8 +23,16 @@ system-packages:
 demo: install
 	$(BIN)/persona demo
 
+# The tiers in order: tests/unit, integration (Feast, SQLite, Redis, GE), service (the BentoML
+# service in process), e2e (real servers, the CLI, the benchmarks at their smallest size).
 test: install system-packages
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
+
+# The unit tier alone: pure functions, no feature store, no server.
+.PHONY: test-fast
+test-fast: install
+	$(BIN)/python -m pytest -q tests/unit
 
 # Every benchmark in bench/ (or BENCH="retrieval materialize"), each against its floor in the same
 # run; results in bench/results/*.json, then the README's Performance table. Start their own Redis.
