@@ -2,7 +2,7 @@
 
 BentoML also parses form and multipart bodies, and answers some malformed ones with 500 (a
 multipart body without a boundary; a form field holding a 5,000-digit number or deep nesting,
-found by tests/test_fuzz_api.py). Persona's API takes JSON only, so a POST whose Content-Type
+found by tests/e2e/test_fuzz_api.py). Persona's API takes JSON only, so a POST whose Content-Type
 names another type is refused with 415 and a JSON message before BentoML reads it; a body
 without a Content-Type is read as JSON, as BentoML does.
 """

@@ -8,8 +8,8 @@ which model column. A request is then one pipelined round trip when its items' r
 item cache (the cache's version key, the users, their rows for the items' categories) and two
 otherwise (the uncached items first), decoded straight into the matrix. On-demand features come
 from the on-demand view's own transform, the function Feast runs for training and
-get_online_features. Every value equals what get_online_features returns (tests/test_serving.py
-compares them over many entities).
+get_online_features. Every value equals what get_online_features returns
+(tests/integration/test_online_readers.py compares them over many entities).
 """
 
 from __future__ import annotations

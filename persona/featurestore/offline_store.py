@@ -9,7 +9,8 @@ replaces only that join, with ibis's `asof_join`, which DuckDB runs as one `ASOF
 view: the latest feature row at or before the entity row's timestamp, its values dropped when
 older than the view's TTL. An entity row without a match is kept with nulls, as in Feast's plan.
 Feast has no hook for the join, so its module-level function is swapped for the length of the
-call, under a lock. `tests/test_offline_store.py` compares the two on every row and value.
+call, under a lock. `tests/integration/test_offline_store.py` compares the two on every row and
+value.
 
 Its one setting, `root`, is where the sources' relative paths start: the definitions name a view's
 Parquet relative to it (`user_activity/**/*.parquet`) and each home's `feature_store.yaml` sets

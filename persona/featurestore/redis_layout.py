@@ -16,9 +16,9 @@ the same bytes, built a column at a time with numpy and Arrow, one packed pipeli
 The read side (`entity_key`, `number`, `value`) serves the /rank path, `serving.redis_online`.
 
 Columns other than int -> INT64, float -> DOUBLE and string -> STRING go through Feast's own
-per-value conversion, so every value still gets Feast's bytes. tests/test_materialize_redis.py
-compares the hashes byte for byte with Feast's writer and reads them back with
-get_online_features.
+per-value conversion, so every value still gets Feast's bytes.
+tests/integration/test_materialize_redis.py compares the hashes byte for byte with Feast's
+writer and reads them back with get_online_features.
 """
 
 from __future__ import annotations
