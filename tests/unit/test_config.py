@@ -8,6 +8,7 @@ import ast
 import json
 import subprocess
 import sys
+import uuid
 from datetime import timedelta
 from pathlib import Path
 
@@ -55,16 +56,25 @@ def test_settings_read_each_variable_and_hand_them_to_a_child(tmp_path: Path) ->
     assert "PERSONA_MODEL_TAG" not in unpinned
 
 
-def test_importing_the_definitions_reads_no_environment_and_names_no_home(tmp_path: Path) -> None:
-    probe = ("import json, os\n"
-             "from feast import FeatureView\n"  # Feast's own import sets variables of its own
-             "before = dict(os.environ)\n"
-             "from feature_repo import definitions as d\n"
-             "print(json.dumps({'same': dict(os.environ) == before, 'paths': "
-             "[o.batch_source.path for o in d.OBJECTS if isinstance(o, FeatureView)]}))\n")
-    env = {"PATH": "/usr/bin:/bin", "PERSONA_HOME": str(tmp_path / "elsewhere")}
-    out = subprocess.run([sys.executable, "-c", probe], cwd=PROJECT_ROOT, env=env, check=True,
-                         capture_output=True, text=True, timeout=300).stdout
+_ELSEWHERE = f"/nonexistent/elsewhere-{uuid.uuid4().hex}"  # a home named only in the environment
+_PROBE = ("import json, os\n"
+          "from feast import FeatureView\n"  # Feast's own import sets variables of its own
+          "before = dict(os.environ)\n"
+          "from feature_repo import definitions as d\n"
+          "print(json.dumps({'same': dict(os.environ) == before, 'paths': "
+          "[o.batch_source.path for o in d.OBJECTS if isinstance(o, FeatureView)]}))\n")
+# A fresh interpreter imports the definitions. Started when pytest imports this module, so that
+# its imports (Feast's alone are about 10 s of CPU) run beside the other unit tests instead of
+# after them; the test waits for it.
+_DEFINITIONS_IMPORT = subprocess.Popen(
+    [sys.executable, "-c", _PROBE], cwd=PROJECT_ROOT,
+    env={"PATH": "/usr/bin:/bin", "PERSONA_HOME": _ELSEWHERE},
+    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_importing_the_definitions_reads_no_environment_and_names_no_home() -> None:
+    out, err = _DEFINITIONS_IMPORT.communicate(timeout=600)
+    assert _DEFINITIONS_IMPORT.returncode == 0, err
     found = json.loads(out.strip().splitlines()[-1])
     assert found["same"]
     assert found["paths"] and all(not Path(p).is_absolute() for p in found["paths"])
