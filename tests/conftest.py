@@ -26,11 +26,6 @@ TIERS = ("unit", "integration", "service", "e2e")
 HERE = Path(__file__).parent
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    for tier in TIERS:
-        config.addinivalue_line("markers", f"{tier}: a test of the {tier} tier (tests/{tier})")
-
-
 def _tier(item: pytest.Item) -> int:
     try:
         relative = Path(item.path).resolve().relative_to(HERE.resolve())
