@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -17,27 +18,37 @@ from bench import NAMES, cli, table
 from bench.common import ROOT
 
 BENCH_TIMEOUT = 900  # seconds for one benchmark at its smallest size, on a busy 2-core machine
-# the first test also waits for `results`: every benchmark, one after the other
+# the first test also waits for `runs`: every benchmark, one after the other
 pytestmark = [pytest.mark.integration, pytest.mark.redis,
               pytest.mark.timeout(len(NAMES) * (BENCH_TIMEOUT + 60) + 60)]
 
 
+@dataclass(frozen=True)
+class Runs:
+    """Every benchmark's output and exit code (None: stopped after BENCH_TIMEOUT), and the
+    directory of their results."""
+
+    outputs: dict[str, tuple[str, int | None]]
+    results: Path
+
+    def document(self, name: str) -> dict:
+        """The result of benchmark `name`, which must have run to completion."""
+        output, code = self.outputs[name]
+        assert code == 0, f"bench.{name} exited with {code}:\n{output[-3000:]}"
+        return json.loads((self.results / f"{name}.json").read_text())
+
+
 @pytest.fixture(scope="module")
-def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def runs(tmp_path_factory: pytest.TempPathFactory) -> Runs:
     """`python -m bench.<name> --quick` for every benchmark, one at a time (each starts servers,
     Redis and load generators of its own, and measures: side by side they would starve each
-    other), into a temporary results and work directory."""
+    other), into a temporary results and work directory. A failing benchmark fails its own
+    tests, not the others'."""
     if shutil.which("redis-server") is None:
         pytest.skip("bench.materialize starts its own redis-server")
     root = tmp_path_factory.mktemp("bench")
     env = {**os.environ, "PERSONA_BENCH_WORK": str(root / "work")}
-    failed = {}
-    for name in NAMES:
-        output, code = _bench(name, root / "results", env)
-        if code != 0:
-            failed[name] = output[-3000:]
-    assert not failed, failed
-    return root / "results"
+    return Runs({name: _bench(name, root / "results", env) for name in NAMES}, root / "results")
 
 
 def _bench(name: str, results: Path, env: dict[str, str]) -> tuple[str, int | None]:
@@ -62,8 +73,8 @@ def _bench(name: str, results: Path, env: dict[str, str]) -> tuple[str, int | No
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_result_is_complete(results: Path, name: str) -> None:
-    document = json.loads((results / f"{name}.json").read_text())
+def test_result_is_complete(runs: Runs, name: str) -> None:
+    document = runs.document(name)
     assert {"name", "date", "git", "machine", "parameters", "figures", "ratios", "met",
             "table"} <= set(document)
     assert document["machine"]["cpu_count"] >= 1 and document["git"]["revision"]
@@ -81,36 +92,38 @@ def _stats(figures: dict) -> list[dict]:
     return [s for value in figures.values() if isinstance(value, dict) for s in _stats(value)]
 
 
-def test_retrieval_frames_are_identical_with_nulls_kept(results: Path) -> None:
-    checked = json.loads((results / "retrieval.json").read_text())["identical"]
+def test_retrieval_frames_are_identical_with_nulls_kept(runs: Runs) -> None:
+    checked = runs.document("retrieval")["identical"]
     assert checked["rows"] == 3_000
     # rows before a user's first snapshot
     assert checked["rows_with_null_view"]["user_activity"] > 0
 
 
-def test_materialize_reads_back_through_feast(results: Path) -> None:
-    bulk = json.loads((results / "materialize.json").read_text())["figures"]["bulk"]
+def test_materialize_reads_back_through_feast(runs: Runs) -> None:
+    bulk = runs.document("materialize")["figures"]["bulk"]
     assert bulk["checked"]["median"] == 200 and bulk["keys"]["median"] == bulk["entities"]["median"]
 
 
-def test_table_renders_every_result(results: Path) -> None:
-    text = table.render(table.load(results))
-    lines = sum(len(result["table"]) for result in table.load(results))
+def test_table_renders_every_result(runs: Runs) -> None:
+    for name in NAMES:
+        runs.document(name)  # every benchmark ran
+    text = table.render(table.load(runs.results))
+    lines = sum(len(result["table"]) for result in table.load(runs.results))
     assert text.count("\n| ") == lines >= len(NAMES)  # every result's lines under the header
     assert all(f"`{name}`" in text for name in NAMES)
 
 
-def test_rank_http_compares_with_the_no_op_endpoint_and_has_no_errors(results: Path) -> None:
-    document = json.loads((results / "rank_http.json").read_text())
+def test_rank_http_compares_with_the_no_op_endpoint_and_has_no_errors(runs: Runs) -> None:
+    document = runs.document("rank_http")
     figures = document["figures"]
     assert figures["rank_c8"]["requests"]["median"] > 0 < figures["echo_c8"]["requests"]["median"]
     assert document["errors"] == 0 and document["ratios"]["throughput"] > 0
 
 
-def test_load_survives_a_redis_restart_with_only_503s(results: Path) -> None:
+def test_load_survives_a_redis_restart_with_only_503s(runs: Runs) -> None:
     """The short version of bench.load: a sustained run without errors, then Redis stopped and
     started under load: every failure a 503 with the service's JSON body, answers back after."""
-    figures = json.loads((results / "load.json").read_text())["figures"]
+    figures = runs.document("load")["figures"]
     steady, outage = figures["sustained"], figures["outage"]
     assert steady["errors"] == 0 and steady["requests"] > 0
     assert set(outage["statuses"]) <= {"200", "503"} and "503" in outage["statuses"]
@@ -118,8 +131,8 @@ def test_load_survives_a_redis_restart_with_only_503s(results: Path) -> None:
     assert "online store unavailable" in outage["example_503"][0]
 
 
-def test_scoring_floor_and_persona_score_both_sizes(results: Path) -> None:
-    document = json.loads((results / "scoring.json").read_text())
+def test_scoring_floor_and_persona_score_both_sizes(runs: Runs) -> None:
+    document = runs.document("scoring")
     assert set(document["ratios"]) == {"50", "500"} and all(document["ratios"].values())
 
 

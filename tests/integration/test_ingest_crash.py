@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from persona.core.settings import Settings
+from persona.core.settings import PROJECT_ROOT, Settings
 from persona.data import offline
 from persona.data.locking import BusyError, exclusive
 from persona.featurestore.config import feature_store
@@ -89,20 +89,61 @@ def _kill_at(settings: Settings, proc: subprocess.Popen, step: str, started: flo
         proc.wait(60)
 
 
-def test_sigkill_at_any_moment_leaves_old_or_new_complete_state(home) -> None:
+# `persona ingest RAW --home HOME`, with RAW read from stdin once its imports are done (about
+# 10 s of CPU, mostly Feast's): the runs killed after the imports are started together, so their
+# imports overlap one another on a second core and the run killed while importing.
+GATED_INGEST = ("import sys\n"
+                "import expectations.gate, feature_repo.definitions, persona.jobs.ingest\n"
+                "from persona.cli import app\n"
+                "raw = sys.stdin.readline().strip()\n"
+                "app(['ingest', raw, *sys.argv[1:]], prog_name='persona')\n")
+
+
+def _gated_ingest(settings: Settings, log: Path) -> subprocess.Popen:
+    with log.open("wb") as out:
+        return subprocess.Popen([sys.executable, "-c", GATED_INGEST, "--home", str(settings.home)],
+                                cwd=PROJECT_ROOT, stdin=subprocess.PIPE, stdout=out,
+                                stderr=subprocess.STDOUT, text=True)
+
+
+def _go(proc: subprocess.Popen, raw: Path) -> float:
+    """Let a gated ingest run on `raw`; returns the wall-clock time it was let go."""
+    started = time.time()
+    proc.stdin.write(f"{raw}\n")
+    proc.stdin.close()
+    return started
+
+
+def test_sigkill_at_any_moment_leaves_old_or_new_complete_state(home, tmp_path: Path) -> None:
     settings, first, second = home
     seen: set[str] = set()
     before = _consistent(settings, seen)
-    for step in STEPS:
-        raw = second if len(seen) % 2 else first
+    after_imports = [step for step in STEPS if step != "importing"]
+    gated = [_gated_ingest(settings, tmp_path / f"{n}-{step}.log")
+             for n, step in enumerate([*after_imports, "done"])]
+    try:
         started = time.time()
+        raw = second if len(seen) % 2 else first
         proc = subprocess.Popen(_ingest_cmd(settings, raw), stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
-        _kill_at(settings, proc, step, started)
+        _kill_at(settings, proc, "importing", started)
         _consistent(settings, seen)
-    done = subprocess.run(_ingest_cmd(settings, second), capture_output=True, text=True,
-                          timeout=STEP_DEADLINE)
-    assert done.returncode == 0, done.stderr
+        for n, (step, proc) in enumerate(zip(after_imports, gated)):
+            raw = second if len(seen) % 2 else first
+            try:
+                _kill_at(settings, proc, step, _go(proc, raw))
+            except (AssertionError, OSError) as exc:
+                log = tmp_path / f"{n}-{step}.log"
+                raise AssertionError(f"{exc}\n{log.read_text(errors='replace')[-3000:]}") from None
+            _consistent(settings, seen)
+        done = gated[-1]
+        _go(done, second)
+        assert done.wait(STEP_DEADLINE) == 0, (tmp_path / f"{len(after_imports)}-done.log"
+                                               ).read_text(errors="replace")[-3000:]
+    finally:
+        for proc in gated:
+            proc.kill()
+            proc.wait()
     after = _consistent(settings, seen)
     assert after != before
     leftovers = [p.name for p in settings.offline_root.iterdir() if p.name.startswith(".")]
