@@ -111,7 +111,7 @@ def _contender(call, requests: list, calls: int):
 
 
 def measure(world: ServingWorld, url: str, rounds: int, calls: int) -> dict:
-    from persona.core.settings import library_defaults
+    from persona.core.settings import Settings, library_defaults
 
     library_defaults()  # before xgboost loads
     from persona.featurestore.config import feature_store
@@ -130,7 +130,8 @@ def measure(world: ServingWorld, url: str, rounds: int, calls: int) -> dict:
     booster = load_booster(stored)
     columns = stored.info.metadata["features"]
     service = stored.info.metadata["feature_service"]
-    persona = Scorer(booster, RedisFeatureReader(store, service, columns, ItemCache.from_env()),
+    persona = Scorer(booster, RedisFeatureReader(
+        store, service, columns, ItemCache.from_settings(Settings.from_env())),
                      world.model_tag)
     uncached = Scorer(booster, RedisFeatureReader(store, service, columns), world.model_tag)
     feast = Scorer(booster, OnlineFeatureReader(store, service, columns), world.model_tag)
