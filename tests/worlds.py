@@ -80,6 +80,14 @@ class World:
     def items(self) -> list[str]:
         return sorted(self.shop.items["item_id"])
 
+    def prediction_requests(self) -> list[tuple[str, dict]]:
+        """One request per prediction endpoint, for a warm user: (route, body)."""
+        user = self.warm_users[0]
+        return [("/rank", {"user_id": user, "item_ids": self.items[:5]}),
+                ("/predict", {"pairs": [{"user_id": user, "item_id": self.items[0]}]}),
+                ("/propensity", {"user_ids": [user]}),
+                ("/profile", {"user_id": user})]
+
     def home_copy(self, home: Path, online_url: str | None = None) -> Settings:
         """Settings of a fresh copy of the unmaterialized home at `home` (for an online store of
         its own), with the world's reports dir and BentoML home."""

@@ -68,14 +68,6 @@ def server(world: World, redis_home: Settings,
         yield handle
 
 
-def _requests(world: World) -> list[tuple[str, dict]]:
-    user = world.warm_users[0]
-    return [("/rank", {"user_id": user, "item_ids": world.items[:5]}),
-            ("/predict", {"pairs": [{"user_id": user, "item_id": world.items[0]}]}),
-            ("/propensity", {"user_ids": [user]}),
-            ("/profile", {"user_id": user})]
-
-
 def _client(server: ServerHandle) -> httpx.Client:
     return httpx.Client(base_url=server.url, timeout=30, trust_env=False,
                         headers={"Authorization": f"Bearer {KEYS[0]}"})
@@ -114,7 +106,7 @@ def _comparable(body: dict) -> dict:
 def _answers(http: httpx.Client, world: World) -> dict[str, dict]:
     """Every route's answer to its request, which must be 200."""
     answers = {}
-    for route, body in _requests(world):
+    for route, body in world.prediction_requests():
         reply = http.post(route, json=body)
         assert reply.status_code == 200, (route, reply.text)
         answers[route] = _comparable(reply.json())
@@ -128,7 +120,7 @@ def test_redis_outage_is_a_fast_503_and_recovers_without_restart(
         assert http.get("/readyz").status_code == 200
 
         outage_redis.stop(keep_data=True)  # SAVE to dump.rdb, then SIGTERM
-        for route, body in _requests(world):
+        for route, body in world.prediction_requests():
             started = time.monotonic()
             reply = http.post(route, json=body)
             elapsed = time.monotonic() - started
@@ -155,7 +147,7 @@ def test_a_stalled_redis_is_a_503_within_the_socket_timeout_and_recovers(
     with _client(server) as http:
         before = _answers(http, world)
         with _stalled(outage_redis, http):
-            for route, body in _requests(world):
+            for route, body in world.prediction_requests():
                 reply, elapsed = _timed(http, route, body)
                 assert reply.status_code == 503, (route, reply.text)
                 assert reply.json() == {"error": ONLINE_STORE_DOWN}, route
@@ -169,7 +161,7 @@ def test_a_stalled_redis_is_a_503_within_the_socket_timeout_and_recovers(
 
 def test_concurrent_requests_during_a_stall_all_end_within_the_socket_timeout(
         server: ServerHandle, outage_redis: RedisProcess, world: World) -> None:
-    requests = _requests(world)
+    requests = world.prediction_requests()
     with (_client(server) as http, ThreadPoolExecutor(len(requests)) as pool,
           _stalled(outage_redis, http)):
         replies = list(pool.map(lambda request: _timed(http, *request), requests))

@@ -26,19 +26,11 @@ def keyed(world: World, propensity: Propensity) -> Iterator[httpx.Client]:
         yield client
 
 
-def _requests(world: World) -> list[tuple[str, dict]]:
-    user = world.warm_users[0]
-    return [("/rank", {"user_id": user, "item_ids": world.items[:5]}),
-            ("/predict", {"pairs": [{"user_id": user, "item_id": world.items[0]}]}),
-            ("/propensity", {"user_ids": [user]}),
-            ("/profile", {"user_id": user})]
-
-
 def test_api_keys_guard_every_prediction_endpoint(keyed: httpx.Client, world: World,
                                                   caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     http = keyed
-    for route, body in _requests(world):
+    for route, body in world.prediction_requests():
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"X-API-Key": "wrong"},
                         {"Authorization": KEYS[0]}, {"X-API-Key": KEYS[0][:-1]},
                         {"Authorization": f"Basic {KEYS[0]}"}):
