@@ -23,11 +23,13 @@ system-packages:
 demo: install
 	$(BIN)/persona demo
 
-# The tiers in order: tests/unit, integration (Feast, SQLite, Redis, GE), service (the BentoML
-# service in process), e2e (real servers, the CLI, the benchmarks at their smallest size).
+# Every tier: tests/unit, integration (Feast, SQLite, Redis, GE), service (the BentoML service in
+# process), e2e (real servers, the CLI, the benchmarks at their smallest size), whole modules
+# shared among TEST_WORKERS pytest-xdist workers (TEST_WORKERS=0: one process, tiers in order).
+TEST_WORKERS ?= 2
 test: install system-packages
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 # The unit tier alone: pure functions, no feature store, no server.
 .PHONY: test-fast

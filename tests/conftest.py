@@ -4,7 +4,8 @@ materialized into it, the propensity model, and `bentoml serve` on SQLite and on
 
 Tiers are directories: unit (pure functions), integration (real Feast, SQLite, Redis, GE),
 service (the BentoML service in process) and e2e (real processes). Each test is marked with its
-tier, and the session runs them in that order.
+tier, and the session runs them in that order (in reverse under pytest-xdist). Under xdist each
+worker builds the session's worlds it needs once.
 """
 
 from __future__ import annotations
@@ -36,12 +37,15 @@ def _tier(item: pytest.Item) -> int:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Each test marked with its tier; unit, then integration, service and e2e (a stable sort:
-    within a tier, the order pytest chose)."""
+    within a tier, the order pytest chose), so a run stops early at the cheapest failure.
+    Under pytest-xdist (`make test`: whole modules per worker) the tiers go in reverse: the
+    longest modules (benchmarks, CLI pipelines, real servers) start first and the short unit
+    modules fill the workers at the end."""
     for item in items:
         tier = _tier(item)
         if tier < len(TIERS):
             item.add_marker(TIERS[tier])
-    items.sort(key=_tier)
+    items.sort(key=_tier, reverse="PYTEST_XDIST_WORKER" in os.environ)
 
 
 @pytest.fixture(scope="session")
@@ -81,49 +85,42 @@ def model_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 # --- the served world, once per session --------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """PERSONA_REDIS_URL switched to a test database (PERSONA_TEST_REDIS_DB, default 15), whose
-    keys made during the session are deleted afterwards; else a private `redis-server` on a
-    free loopback port; else the tests that need it are skipped."""
+def _test_redis(tmp_path_factory: pytest.TempPathFactory, name: str, below: int) -> Iterator[str]:
+    """PERSONA_REDIS_URL switched to a test database: PERSONA_TEST_REDIS_DB (default 15) less
+    `below`, less two per pytest-xdist worker before this one (each worker its own pair), whose
+    keys made meanwhile are deleted afterwards; else a private `redis-server` on a free
+    loopback port; else the tests that need it are skipped."""
     from redis_server import TEST_DB_ENV, keys_cleaned, with_db
     from worlds import start_redis
 
     external = os.environ.get("PERSONA_REDIS_URL")
     if external:
-        with keys_cleaned(with_db(external, int(os.environ.get(TEST_DB_ENV, "15")))) as url:
+        worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+        db = int(os.environ.get(TEST_DB_ENV, "15")) - below - 2 * worker
+        with keys_cleaned(with_db(external, db)) as url:
             yield url
     elif shutil.which("redis-server"):
-        server = start_redis(tmp_path_factory.mktemp("redis"))
+        server = start_redis(tmp_path_factory.mktemp(name))
         try:
             yield server.url
         finally:
             server.stop()
     else:
         pytest.skip("no PERSONA_REDIS_URL and no redis-server binary")
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The session's Redis (`_test_redis`)."""
+    yield from _test_redis(tmp_path_factory, "redis", below=0)
 
 
 @pytest.fixture(scope="module")
 def own_redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A Redis of the module's own, for modules that must see only their own keys or whose
-    shop would overwrite the world's rows: a private `redis-server` on a free loopback port, or
-    with PERSONA_REDIS_URL the database below the session's (keys made deleted afterwards)."""
-    from redis_server import TEST_DB_ENV, keys_cleaned, with_db
-    from worlds import start_redis
-
-    external = os.environ.get("PERSONA_REDIS_URL")
-    if external:
-        db = int(os.environ.get(TEST_DB_ENV, "15")) - 1
-        with keys_cleaned(with_db(external, db)) as url:
-            yield url
-    elif shutil.which("redis-server"):
-        server = start_redis(tmp_path_factory.mktemp("own-redis"))
-        try:
-            yield server.url
-        finally:
-            server.stop()
-    else:
-        pytest.skip("no PERSONA_REDIS_URL and no redis-server binary")
+    shop would overwrite the world's rows: the database below the session's with
+    PERSONA_REDIS_URL (`_test_redis`), else a private `redis-server`."""
+    yield from _test_redis(tmp_path_factory, "own-redis", below=1)
 
 
 @pytest.fixture(scope="session")
