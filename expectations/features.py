@@ -35,7 +35,7 @@ def column_expectations(col: Column) -> list[gxe.Expectation]:
         out += strings([column])
     elif col.kind is Kind.COUNT:
         out += [integers(column), at_least(column, 0)]
-    elif col.kind is Kind.AMOUNT:
+    elif col.kind in (Kind.AMOUNT, Kind.INSTANT):
         out += [numbers(column), at_least(column, 0)]
     elif col.kind is Kind.RATE:
         out += [numbers(column), rate(column)]

@@ -10,17 +10,24 @@ home: a source's path is relative to the offline store's `root`, which each home
 
 from datetime import timedelta
 
-from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
+from feast import Entity, FeatureService, FeatureView, Field, FileSource, RequestSource, ValueType
 from feast.data_format import ParquetFormat
 from feast.on_demand_feature_view import on_demand_feature_view
 from feast.types import Float64, Int64, String
 
 from feature_repo import transforms
-from persona.core.catalog import CONVERSION_SERVICE, PROFILE_SERVICE, PROPENSITY_SERVICE
-from persona.core.schema import FEATURE_TABLES, TIMESTAMP, Kind
+from persona.core.catalog import (
+    CONVERSION_SERVICE,
+    CONVERSION_V2_SERVICE,
+    PROFILE_SERVICE,
+    PROPENSITY_SERVICE,
+    PROPENSITY_V2_SERVICE,
+)
+from persona.core.schema import FEATURE_TABLES, REQUEST_TIME, TIMESTAMP, Kind
 
 OWNER = "ml-platform@persona.dev"
-DTYPES = {Kind.STRING: String, Kind.COUNT: Int64, Kind.AMOUNT: Float64, Kind.RATE: Float64}
+DTYPES = {Kind.STRING: String, Kind.COUNT: Int64, Kind.AMOUNT: Float64, Kind.RATE: Float64,
+          Kind.INSTANT: Float64}
 
 
 def _source(view: str) -> FileSource:
@@ -113,9 +120,53 @@ user_category_affinity = FeatureView(
 )
 
 
-# The schema's order (FeatureView.schema's order varies between processes); strings are not
-# model inputs.
-_NUMERIC_ACTIVITY = [c.name for c in FEATURE_TABLES["user_activity"].columns if c.kind.numeric]
+
+
+def _lifetime(name: str, entities: list[Entity], description: str) -> FeatureView:
+    """A lifetime view (persona/data/lifetime.py): rows only when the entity changes, each the
+    history strictly before its timestamp, never expiring."""
+    return FeatureView(
+        name=name,
+        entities=entities,
+        ttl=timedelta(0),
+        schema=_fields(name),
+        source=_source(name),
+        owner=OWNER,
+        tags={"team": "profiling", "kind": "lifetime"},
+        description=description,
+    )
+
+
+user_lifetime = _lifetime("user_lifetime", [user],
+                          "The user's whole history: lifetime counts, spend, smoothed "
+                          "conversion prior, purchase rhythm and the instants of recency.")
+item_lifetime = _lifetime("item_lifetime", [item],
+                          "The item's whole history: lifetime counts, buyers and smoothed "
+                          "conversion prior.")
+user_category_lifetime = _lifetime("user_category_lifetime", [user, category],
+                                   "The user's whole history in a category, with a smoothed "
+                                   "conversion prior.")
+user_item_history = _lifetime("user_item_history", [user, item],
+                              "The user's own views, cart adds and purchases of an item; only "
+                              "pairs with an event have rows.")
+
+# The moment a request is about: the training row's time offline (training.retrieval adds it),
+# the request's arrival online. Recency is computed from it, the same function in both.
+request_time = RequestSource(
+    name="request_time",
+    schema=[Field(name=REQUEST_TIME, dtype=Float64,
+                  description="The request's moment, seconds since the Unix epoch (UTC)")],
+    description="When the features are asked for.",
+)
+
+
+def _model_inputs(view: str) -> list[str]:
+    """The view's model inputs in the schema's order (FeatureView.schema's order varies between
+    processes): neither strings nor instants."""
+    return [c.name for c in FEATURE_TABLES[view].columns if c.kind.model_input]
+
+
+_NUMERIC_ACTIVITY = _model_inputs("user_activity")
 
 
 # Computed at request time from the user's and the item's features (feature_repo/transforms.py).
@@ -134,6 +185,33 @@ user_item_context = on_demand_feature_view(
                 "the user's average order value) and is_favourite_category (1 if the item's "
                 "category is the user's favourite).",
 )(transforms.user_item_context)
+
+
+user_recency = on_demand_feature_view(
+    sources=[user_lifetime[["signup_at", "first_event_at", "last_event_at", "first_purchase_at",
+                            "last_purchase_at", "mean_purchase_gap_days"]], request_time],
+    schema=[Field(name=name, dtype=Float64) for name in (
+        "days_since_signup", "days_since_first_event", "days_since_latest_event",
+        "days_since_first_purchase", "days_since_latest_purchase", "recency_to_gap_ratio")],
+    mode="pandas",
+    owner=OWNER,
+    tags={"team": "profiling", "kind": "on-demand"},
+    description="Tenure and recency as of the request (feature_repo/transforms.py): days since "
+                "sign-up, the first and latest event and purchase, and the days since the latest "
+                "purchase over the user's mean gap between purchase days.",
+)(transforms.user_recency)
+
+user_item_recency = on_demand_feature_view(
+    sources=[user_item_history[["pair_last_view_at", "pair_last_cart_at",
+                                "pair_last_purchase_at"]], request_time],
+    schema=[Field(name=f"days_since_pair_{kind}", dtype=Float64)
+            for kind in ("view", "cart", "purchase")],
+    mode="pandas",
+    owner=OWNER,
+    tags={"team": "profiling", "kind": "on-demand"},
+    description="Days since the user's latest view, cart add and purchase of the item, as of the "
+                "request (feature_repo/transforms.py).",
+)(transforms.user_item_recency)
 
 
 # Exactly the features the conversion (view -> purchase within the label horizon) model uses.
@@ -160,6 +238,42 @@ propensity_v1 = FeatureService(
     description="Features of the user purchase-propensity model, version 1.",
 )
 
+# Version 2: v1's features, the lifetime views and their recency, the user x item history and
+# the categorical attributes (native categories in XGBoost; training stores the categories).
+conversion_v2 = FeatureService(
+    name=CONVERSION_V2_SERVICE,
+    features=[
+        user_activity[_NUMERIC_ACTIVITY],
+        user_lifetime[_model_inputs("user_lifetime")],
+        user_recency,
+        user_profile,
+        item_catalog,
+        item_popularity,
+        item_lifetime,
+        user_category_affinity,
+        user_category_lifetime,
+        user_item_history[_model_inputs("user_item_history")],
+        user_item_recency,
+        user_item_context,
+    ],
+    owner=OWNER,
+    tags={"model": "conversion"},
+    description="Features of the view -> purchase conversion ranking model, version 2.",
+)
+
+propensity_v2 = FeatureService(
+    name=PROPENSITY_V2_SERVICE,
+    features=[
+        user_activity[_NUMERIC_ACTIVITY],
+        user_lifetime[_model_inputs("user_lifetime")],
+        user_recency,
+        user_profile,
+    ],
+    owner=OWNER,
+    tags={"model": "propensity"},
+    description="Features of the user purchase-propensity model, version 2.",
+)
+
 # What the profile of a user is made of (attributes and behaviour), for profile lookups.
 user_profile_v1 = FeatureService(
     name=PROFILE_SERVICE,
@@ -170,4 +284,6 @@ user_profile_v1 = FeatureService(
 )
 
 OBJECTS = [user, item, category, user_profile, user_activity, item_catalog, item_popularity,
-           user_category_affinity, user_item_context, conversion_v1, propensity_v1, user_profile_v1]
+           user_category_affinity, user_lifetime, item_lifetime, user_category_lifetime,
+           user_item_history, request_time, user_item_context, user_recency, user_item_recency,
+           conversion_v1, propensity_v1, conversion_v2, propensity_v2, user_profile_v1]

@@ -37,3 +37,50 @@ def user_item_context(inputs: pd.DataFrame) -> pd.DataFrame:
         {"price_to_aov_ratio": ratio, "is_favourite_category": same},
         index=inputs.index,
     )
+
+
+def user_recency(inputs: pd.DataFrame) -> pd.DataFrame:
+    """Days from the user's lifetime instants to the request's time (`request_epoch_s`: the
+    training row's time offline, now online), so recency and tenure are exact at any moment
+    however long the user was quiet; and recency against the user's own purchase rhythm.
+    A missing instant (no purchase yet) gives NaN; a request before an instant gives 0."""
+    import numpy as np
+    import pandas as pd
+
+    def numbers(name: str) -> np.ndarray:
+        return pd.to_numeric(inputs[name], errors="coerce").to_numpy("float64", na_value=np.nan)
+
+    now = numbers("request_epoch_s")
+
+    def days_since(name: str) -> np.ndarray:
+        return np.maximum((now - numbers(name)) / 86_400.0, 0.0)
+
+    latest_purchase = days_since("last_purchase_at")
+    gap = numbers("mean_purchase_gap_days")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(gap > 0, latest_purchase / gap, np.nan)
+    return pd.DataFrame({
+        "days_since_signup": days_since("signup_at"),
+        "days_since_first_event": days_since("first_event_at"),
+        "days_since_latest_event": days_since("last_event_at"),
+        "days_since_first_purchase": days_since("first_purchase_at"),
+        "days_since_latest_purchase": latest_purchase,
+        "recency_to_gap_ratio": ratio,
+    }, index=inputs.index)
+
+
+def user_item_recency(inputs: pd.DataFrame) -> pd.DataFrame:
+    """Days from the user's latest view, cart add and purchase of the item to the request's
+    time; NaN when the user never did it."""
+    import numpy as np
+    import pandas as pd
+
+    def numbers(name: str) -> np.ndarray:
+        return pd.to_numeric(inputs[name], errors="coerce").to_numpy("float64", na_value=np.nan)
+
+    now = numbers("request_epoch_s")
+    return pd.DataFrame(
+        {f"days_since_pair_{kind}": np.maximum((now - numbers(f"pair_last_{kind}_at"))
+                                               / 86_400.0, 0.0)
+         for kind in ("view", "cart", "purchase")},
+        index=inputs.index)

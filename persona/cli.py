@@ -134,6 +134,9 @@ def train(
         help="Label horizon, e.g. 30d (default 7d for conversion, 30d for propensity).")] = None,
     until: Annotated[str | None, typer.Option(
         help=f"Use only what was known at {DATE}.")] = None,
+    features: Annotated[str | None, typer.Option(
+        help="Feature service version, e.g. conversion_v2 or propensity_v2 (default v1).")
+    ] = None,
 ) -> None:
     """Train a model on point-in-time features and save it to the BentoML store."""
     from expectations.gate import DataQualityError
@@ -146,7 +149,7 @@ def train(
         cut = parse_as_of(until) if until else None
         with steps(f"train {task}") as on_step:
             result = run(_settings(home), task=task, horizon_days=horizon_days, until=cut,
-                         on_step=on_step)
+                         features=features, on_step=on_step)
     except (DataQualityError, ValueError) as exc:
         _fail(exc)
     console.print(f"model {result.tag}; report {result.report_path}")

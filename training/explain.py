@@ -14,12 +14,18 @@ from math import isnan
 import numpy as np
 import xgboost as xgb
 
+from training.categories import Categories
+
 
 @dataclass(frozen=True)
 class Reason:
+    """A feature that moved a score: its number (None when missing or categorical), its
+    category for a categorical feature (None when missing or unseen in training), its push."""
+
     feature: str
     value: float | None
     contribution: float
+    category: str | None = None
 
 
 def contributions(booster: xgb.Booster, matrix: np.ndarray, nthread: int = -1) -> np.ndarray:
@@ -27,6 +33,7 @@ def contributions(booster: xgb.Booster, matrix: np.ndarray, nthread: int = -1) -
     service passes nthread=1: for a request's few rows, OpenMP threads cost more than they save
     (building the DMatrix took 0.5 ms with them on a busy 2-core machine)."""
     dmatrix = xgb.DMatrix(matrix, feature_names=booster.feature_names, missing=np.nan,
+                          feature_types=booster.feature_types, enable_categorical=True,
                           nthread=nthread)
     return booster.predict(dmatrix, pred_contribs=True, approx_contribs=True)
 
@@ -41,11 +48,18 @@ def top_contributions(matrix: np.ndarray, contribs: np.ndarray,
             np.take_along_axis(per_feature, order, axis=1).astype(np.float64))
 
 
-def top_reasons(features: list[str], matrix: np.ndarray, contribs: np.ndarray, k: int = 3
-                ) -> list[list[Reason]]:
-    """The k features that moved each row's score most, as Reasons (a missing value is None)."""
+def top_reasons(features: list[str], matrix: np.ndarray, contribs: np.ndarray, k: int = 3,
+                categories: Categories | None = None) -> list[list[Reason]]:
+    """The k features that moved each row's score most, as Reasons (a missing value is None;
+    a categorical feature's code is turned back into its category)."""
+    categories = categories or {}
     order, values, pushes = top_contributions(matrix, contribs, k)
     names = np.asarray(features, dtype=object)[order].tolist()
-    return [[Reason(name, None if isnan(value) else value, push)
-             for name, value, push in zip(*row)]
+
+    def reason(name: str, value: float, push: float) -> Reason:
+        if name in categories:
+            return Reason(name, None, push, None if isnan(value) else categories[name][int(value)])
+        return Reason(name, None if isnan(value) else value, push)
+
+    return [[reason(*entry) for entry in zip(*row)]
             for row in zip(names, values.tolist(), pushes.tolist())]

@@ -15,6 +15,7 @@ import pandas as pd
 import xgboost as xgb
 
 from persona.core.settings import openmp_wait_policy
+from training.categories import Categories, feature_types, matrix
 
 log = logging.getLogger(__name__)
 
@@ -94,11 +95,6 @@ def holdout_split(train: pd.DataFrame, fraction: float) -> tuple[pd.DataFrame, p
     return fit, holdout
 
 
-def matrix(frame: pd.DataFrame, features: list[str]) -> np.ndarray:
-    """Model input in `features` order as float32 (what XGBoost bins anyway); NaN = missing."""
-    return frame[features].to_numpy(dtype=np.float32, na_value=np.nan)
-
-
 def booster_params(params: ModelParams) -> dict:
     """The xgb.train parameter dict: a calibrated binary logistic model on histogram trees."""
     p = asdict(params)
@@ -119,18 +115,22 @@ def booster_params(params: ModelParams) -> dict:
     }
 
 
-def fit(train: pd.DataFrame, features: list[str], params: ModelParams = DEFAULT_PARAMS
-        ) -> FitResult:
+def fit(train: pd.DataFrame, features: list[str], params: ModelParams = DEFAULT_PARAMS,
+        categories: Categories | None = None) -> FitResult:
     """Train on all but the latest part of `train`, stop when the holdout's log loss has not
-    improved for `early_stopping_rounds`, and keep the booster of the best round."""
+    improved for `early_stopping_rounds`, and keep the booster of the best round. Features
+    named in `categories` are XGBoost categories (training.categories)."""
     fit_rows, holdout = holdout_split(train, params.holdout_fraction)
     config = booster_params(params)
     check_wait_policy(config["nthread"])
-    dfit = xgb.QuantileDMatrix(matrix(fit_rows, features), label=fit_rows[LABEL].to_numpy(),
-                               feature_names=list(features), max_bin=params.max_bin,
-                               nthread=config["nthread"])
-    dhold = xgb.QuantileDMatrix(matrix(holdout, features), label=holdout[LABEL].to_numpy(),
-                                feature_names=list(features), ref=dfit,
+    types = feature_types(features, categories)
+    dfit = xgb.QuantileDMatrix(matrix(fit_rows, features, categories),
+                               label=fit_rows[LABEL].to_numpy(), feature_names=list(features),
+                               feature_types=types, enable_categorical=True,
+                               max_bin=params.max_bin, nthread=config["nthread"])
+    dhold = xgb.QuantileDMatrix(matrix(holdout, features, categories),
+                                label=holdout[LABEL].to_numpy(), feature_names=list(features),
+                                feature_types=types, enable_categorical=True, ref=dfit,
                                 nthread=config["nthread"])
     history: dict = {}
     booster = xgb.train(
@@ -147,6 +147,7 @@ def fit(train: pd.DataFrame, features: list[str], params: ModelParams = DEFAULT_
                      len(fit_rows), len(holdout))
 
 
-def predict(booster: xgb.Booster, frame: pd.DataFrame, features: list[str]) -> np.ndarray:
-    """Conversion probabilities for `frame`'s rows, columns taken by name in model order."""
-    return booster.inplace_predict(matrix(frame, features), validate_features=False)
+def predict(booster: xgb.Booster, frame: pd.DataFrame, features: list[str],
+            categories: Categories | None = None) -> np.ndarray:
+    """Probabilities for `frame`'s rows, columns taken by name in model order."""
+    return booster.inplace_predict(matrix(frame, features, categories), validate_features=False)

@@ -8,7 +8,7 @@ import logging
 import shutil
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -20,6 +20,7 @@ from persona.data.raw import RawTables, read_raw
 from persona.featurestore.config import feature_store
 from persona.profiling.segments import report_section
 from training import report
+from training.categories import learn
 from training.evaluate import evaluate, summary
 from training.model import DEFAULT_PARAMS, FitResult, ModelParams, fit, predict
 from training.model_store import save_model
@@ -100,6 +101,8 @@ class Labelled:
     horizon_days: int
     until: pd.Timestamp | None  # the --until cut, None for the whole log
     every_days: int
+    service: str  # the feature service the frame was retrieved through
+    categories: dict[str, list[str]] | None = None  # learnt from the training rows at the split
 
 
 def labelled_frame(
@@ -110,15 +113,18 @@ def labelled_frame(
     until: pd.Timestamp | None = None,
     every_days: int = SNAPSHOT_EVERY_DAYS,
     raw: RawTables | None = None,
+    features: str | None = None,
     on_step: Step = lambda _: None,
 ) -> Labelled:
     """Label the task's rows from the raw log as known at `until` (default: all of it), join
-    their point-in-time features through the task's feature service and gate the frame.
+    their point-in-time features through `features` (default the task's feature service; any
+    version of it) and gate the frame.
 
     With `until`, no event after it is read: rows are at or before it and every label's horizon
     ends at or before it, so a copy of the log with later events gives the same frame.
     """
     spec = training_task(task)
+    service = spec.feature_service(features)
     horizon = spec.default_horizon_days if horizon_days is None else horizon_days
     manifest = _manifest(settings)
     on_step(f"labelling {spec.name} rows")
@@ -126,9 +132,8 @@ def labelled_frame(
                         _labels_until(manifest, until), _interval(manifest, settings),
                         timedelta(days=every_days))
     on_step(f"retrieving point-in-time features for {len(labels)} rows")
-    tf = training_frame(feature_store(settings), labels, spec.service, settings.docs_dir,
-                        spec.rows)
-    return Labelled(spec, tf, manifest, horizon, until, every_days)
+    tf = training_frame(feature_store(settings), labels, service, settings.docs_dir, spec.rows)
+    return Labelled(spec, tf, manifest, horizon, until, every_days, service)
 
 
 def _split(data: Labelled, valid_days: int | None, gap_days: int | None) -> TimeSplit:
@@ -153,8 +158,9 @@ def _metadata(data: Labelled, settings: Settings, split: TimeSplit, fitted: FitR
     manifest, tf = data.manifest, data.frame
     meta = {
         "task": data.task.name,
-        "feature_service": data.task.service,
+        "feature_service": data.service,
         "features": list(tf.features),
+        "categories": data.categories or {},
         "training_window": split.window(),
         "data_hash": manifest["data_hash"],
         "metrics": metrics,
@@ -173,7 +179,8 @@ def _metadata(data: Labelled, settings: Settings, split: TimeSplit, fitted: FitR
     if not data.task.per_user_ranking:
         meta["snapshot_every_days"] = data.every_days
         meta["reference_quantiles_at"] = split.valid_until.isoformat()
-        meta["reference_quantiles"] = reference_quantiles(split.valid, list(tf.features),
+        numeric = [f for f in tf.features if f not in (data.categories or {})]
+        meta["reference_quantiles"] = reference_quantiles(split.valid, numeric,
                                                           split.valid_until)
     return meta
 
@@ -188,7 +195,7 @@ def _report_info(data: Labelled, tag: str, split: TimeSplit, fitted: FitResult) 
         f"{split.valid_until.isoformat()} are saved with the model"]
     return {"tag": tag, "title": spec.title, "positive": spec.positive,
             "baselines_text": spec.baselines_text, "horizon_days": data.horizon_days,
-            "feature_service": spec.service, "features": data.frame.features,
+            "feature_service": data.service, "features": data.frame.features,
             "data_hash": data.manifest["data_hash"], "training_window": split.window(),
             "n_train": len(split.train), "n_holdout": fitted.n_holdout,
             "best_iteration": fitted.best_iteration, "n_valid": len(split.valid),
@@ -202,7 +209,7 @@ def _report_and_save(settings: Settings, data: Labelled, split: TimeSplit, fitte
     """Plots first (into a staging directory), then the model, then the page that names its
     tag; the report is published only once the model is saved."""
     spec = data.task
-    probabilities = predict(fitted.booster, split.valid, data.frame.features)
+    probabilities = predict(fitted.booster, split.valid, data.frame.features, data.categories)
     evaluation = evaluate(split.train, split.valid, probabilities, spec.baselines,
                           ndcg=spec.per_user_ranking)
     metrics = summary(evaluation)
@@ -236,6 +243,7 @@ def train(
     until: pd.Timestamp | None = None,
     every_days: int = SNAPSHOT_EVERY_DAYS,
     raw: RawTables | None = None,
+    features: str | None = None,
     params: ModelParams = DEFAULT_PARAMS,
     on_step: Step = lambda _: None,
 ) -> TrainResult:
@@ -244,11 +252,11 @@ def train(
     Defaults per task: conversion labels views over 7 days and validates on the latest week
     after a gap of one horizon; propensity labels weekly snapshots (`every_days`) over 30 days
     and validates on the latest fully labelled one. `until` trains on what was known then.
-    `raw` replaces reading the raw directory recorded by ingest. Nothing is saved unless every
-    stage succeeded.
+    `raw` replaces reading the raw directory recorded by ingest; `features` names another
+    version of the task's feature service. Nothing is saved unless every stage succeeded.
     """
     data = labelled_frame(settings, task, horizon_days=horizon_days, until=until,
-                          every_days=every_days, raw=raw, on_step=on_step)
+                          every_days=every_days, raw=raw, features=features, on_step=on_step)
     return train_labelled(settings, data, valid_days=valid_days, gap_days=gap_days,
                           params=params, on_step=on_step)
 
@@ -264,10 +272,10 @@ def train_labelled(
 ) -> TrainResult:
     """Split, fit, evaluate, report and save from a frame `labelled_frame` already built."""
     split = _split(data, valid_days, gap_days)
-    data = Labelled(data.task, data.frame._replace(frame=None), data.manifest,
-                    data.horizon_days, data.until, data.every_days)  # the split holds the rows
+    data = replace(data, frame=data.frame._replace(frame=None),  # the split holds the rows
+                   categories=learn(split.train, data.frame.features))
     on_step(f"fitting on {len(split.train)} rows")
-    fitted = fit(split.train, data.frame.features, params)
+    fitted = fit(split.train, data.frame.features, params, data.categories)
     on_step(f"evaluating on {len(split.valid)} rows")
     tag, metrics, path = _report_and_save(settings, data, split, fitted, on_step)
     return TrainResult(tag, metrics, path, len(split.train), len(split.valid))

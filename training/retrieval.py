@@ -21,6 +21,8 @@ from expectations.gate import run_gate
 from expectations.training import KEYS as SUITE_KEYS
 from expectations.training import training_suite
 from persona.core.catalog import CONVERSION_SERVICE
+from persona.core.schema import REQUEST_TIME, epoch_seconds
+from training.categories import is_categorical
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +78,9 @@ def _declared_order(store: FeatureStore, projection: FeatureViewProjection) -> l
 
 
 def feature_columns(store: FeatureStore, service: str, frame: pd.DataFrame) -> list[str]:
-    """The service's numeric features as `view__feature` columns: views in the service's order,
-    features in each view's declared order. Non-numeric features are left out (with a warning):
-    the booster takes numbers only."""
+    """The service's model inputs as `view__feature` columns: views in the service's order,
+    features in each view's declared order. Numbers and strings (categories, encoded by
+    `training.categories`); anything else is left out with a warning."""
     columns: list[str] = []
     for projection in store.get_feature_service(service).feature_view_projections:
         prefix = projection.name_to_use()
@@ -86,8 +88,9 @@ def feature_columns(store: FeatureStore, service: str, frame: pd.DataFrame) -> l
             column = f"{prefix}__{name}"
             if column not in frame.columns:
                 raise RetrievalError(f"feature {column} of {service} is missing from the frame")
-            if pd.api.types.is_numeric_dtype(frame[column]) and not pd.api.types.is_bool_dtype(
-                    frame[column]):
+            values = frame[column]
+            if is_categorical(values) or (pd.api.types.is_numeric_dtype(values)
+                                          and not pd.api.types.is_bool_dtype(values)):
                 columns.append(column)
             else:
                 log.warning("%s: leaving out non-numeric feature %s (%s)", service, column,
@@ -112,14 +115,17 @@ def historical_features(
     rows: EntityRows = CONVERSION_ROWS,
     carry: tuple[str, ...] = (),
 ) -> tuple[pd.DataFrame, list[str]]:
-    """The service's features as of each entity row's time (Feast's point-in-time join): the
-    entity columns, the `carry` columns passed through untouched, and the numeric features in
-    model order. Rows come back in the store's order, each exactly once."""
+    """The service's features as of each entity row's time (Feast's point-in-time join, with
+    the row's time as the request time of the recency transforms): the entity columns, the
+    `carry` columns passed through untouched, and the model inputs in model order. Rows come
+    back in the store's order, each exactly once."""
     missing = [c for c in (*rows.columns, *carry) if c not in entity_df.columns]
     if missing:
         raise RetrievalError(f"entity frame lacks column(s) {missing}")
+    asked = entity_df[[*rows.columns, *carry]].assign(
+        **{REQUEST_TIME: epoch_seconds(entity_df[TIME])})
     retrieved = store.get_historical_features(
-        entity_df=entity_df[[*rows.columns, *carry]],
+        entity_df=asked,
         features=store.get_feature_service(service),
         full_feature_names=True,
     ).to_df()

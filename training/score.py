@@ -26,8 +26,9 @@ from persona.core.settings import Settings
 from persona.data.offline import current_manifest
 from persona.data.raw import parse_timestamps, read_raw
 from persona.featurestore.config import feature_store
+from training.categories import matrix
 from training.explain import Reason, contributions, top_reasons
-from training.model import matrix, threads
+from training.model import threads
 from training.model_store import StoredModel, get_model
 from training.retrieval import CONVERSION_ROWS, PROPENSITY_ROWS, EntityRows, historical_features
 
@@ -39,7 +40,7 @@ TIME = "event_timestamp"
 AS_OF = "as_of"
 ROW = "score_row"  # carried through Feast to put its rows back in the chunk's order
 REASON = pa.struct([("feature", pa.string()), ("value", pa.float64()),
-                    ("contribution", pa.float64())])
+                    ("contribution", pa.float64()), ("category", pa.string())])
 Progress = Callable[[int, int | None], None]
 
 
@@ -205,7 +206,8 @@ def _entity_rows(unique: pd.DataFrame, rows: EntityRows, categories: pd.Series |
 
 
 def _reasons(reasons: list[list[Reason]]) -> pa.Array:
-    return pa.array([[{"feature": r.feature, "value": r.value, "contribution": r.contribution}
+    return pa.array([[{"feature": r.feature, "value": r.value, "contribution": r.contribution,
+                       "category": r.category}
                       for r in row] for row in reasons], type=pa.list_(REASON))
 
 
@@ -223,9 +225,11 @@ def score_chunk(store, chunk: pd.DataFrame, model: StoredModel, rows: EntityRows
     if absent:
         raise ScoreError(f"the feature service {model.metadata['feature_service']} no longer "
                          f"provides {absent} that model {model.tag} needs")
-    x = matrix(frame.sort_values(ROW), features)[position]
+    known = model.metadata.get("categories") or {}
+    x = matrix(frame.sort_values(ROW), features, known)[position]
     scores = model.booster.inplace_predict(x, validate_features=False)
-    reasons = top_reasons(features, x, contributions(model.booster, x), k=N_REASONS)
+    reasons = top_reasons(features, x, contributions(model.booster, x), k=N_REASONS,
+                          categories=known)
     ids = {k: pa.array(chunk[k].to_numpy(dtype=object), pa.string())
            for k in keys if k != TIME}
     when = pa.array(chunk[TIME].dt.floor("us"), pa.timestamp("us", tz="UTC"))

@@ -46,7 +46,19 @@ class TrainingTask:
 
     @property
     def service(self) -> str:
+        """The task's default feature service."""
         return self.model.feature_service
+
+    def feature_service(self, name: str | None = None) -> str:
+        """`name` if it is a version of the task's feature service (`conversion_v2` for
+        conversion), else a ValueError; the default service when None."""
+        if name is None:
+            return self.service
+        family = self.service.rsplit("_v", 1)[0]
+        if not re.fullmatch(rf"{re.escape(family)}_v\d+", name):
+            raise ValueError(f"feature service {name!r} is not a version of {family} (the "
+                             f"{self.name} task's features, e.g. {self.service})")
+        return name
 
 
 def _conversion(raw: RawTables, horizon: timedelta, until: pd.Timestamp | None,

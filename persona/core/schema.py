@@ -11,7 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
+import numpy as np
+import pandas as pd
+
 TIMESTAMP = "event_timestamp"
+# The request time of the recency transforms: the row's time offline, the request's online.
+REQUEST_TIME = "request_epoch_s"
 USER_WINDOWS = (1, 7, 30, 90)  # days of the user_activity rolling counts
 ITEM_WINDOWS = (7, 30)  # days of the item_popularity rolling counts
 ACTIVITY_KINDS = ("views", "carts", "purchases")
@@ -24,10 +29,17 @@ class Kind(Enum):
     COUNT = "count"  # integers >= 0
     AMOUNT = "amount"  # numbers >= 0
     RATE = "rate"  # numbers in [0, 1]
+    INSTANT = "instant"  # a moment, as seconds since the Unix epoch (UTC); not a model input
 
     @property
     def numeric(self) -> bool:
         return self is not Kind.STRING
+
+    @property
+    def model_input(self) -> bool:
+        """Numbers a model may read: an instant only through the days elapsed since it, which
+        the recency transforms compute at request time (`feature_repo/transforms.py`)."""
+        return self.numeric and self is not Kind.INSTANT
 
 
 @dataclass(frozen=True)
@@ -103,5 +115,65 @@ USER_CATEGORY_AFFINITY = FeatureTable("user_category_affinity", ("user_id", "cat
            "Share of the user's purchases in the category"),
 ))
 
+# The lifetime views: every count over the whole history, rows written at each instant the
+# entity changes (its sign-up or creation, then each distinct event time) and never expiring, so
+# a customer quiet for a year still has them. A row holds the events strictly before its
+# timestamp (persona/data/lifetime.py). Conversion priors are shrunk towards the shop's rate
+# up to then, with the prior strength of the settings (PERSONA_PRIOR_STRENGTH).
+PRIOR = "(purchases + m * shop rate) / (max(views, purchases) + m)"
+
+
+def _lifetime_counts(prefix: str, what: str) -> list[Column]:
+    return [Column(f"{prefix}{kind}_lifetime", Kind.COUNT, f"{kind.capitalize()} {what}, ever")
+            for kind in ACTIVITY_KINDS]
+
+
+USER_LIFETIME = FeatureTable("user_lifetime", ("user_id",), (
+    *_lifetime_counts("", "by the user"),
+    Column("purchase_days_lifetime", Kind.COUNT, "Distinct days with a purchase, ever"),
+    Column("spend_lifetime", Kind.AMOUNT, "Purchase value, ever"),
+    Column("conversion_prior", Kind.RATE, f"The user's smoothed conversion rate: {PRIOR}"),
+    Column("mean_purchase_gap_days", Kind.AMOUNT,
+           "Mean days between purchase days (null before two)", nullable=True),
+    Column("last_purchase_gap_days", Kind.AMOUNT,
+           "Days between the last two purchase days (null before two)", nullable=True),
+    Column("signup_at", Kind.INSTANT, "When the user signed up"),
+    Column("first_event_at", Kind.INSTANT, "The user's first event (null before)",
+           nullable=True),
+    Column("last_event_at", Kind.INSTANT, "The user's latest event (null before)",
+           nullable=True),
+    Column("first_purchase_at", Kind.INSTANT, "The user's first purchase (null before)",
+           nullable=True),
+    Column("last_purchase_at", Kind.INSTANT, "The user's latest purchase (null before)",
+           nullable=True),
+))
+
+ITEM_LIFETIME = FeatureTable("item_lifetime", ("item_id",), (
+    *_lifetime_counts("item_", "of the item"),
+    Column("item_buyers_lifetime", Kind.COUNT, "Distinct buyers of the item, ever"),
+    Column("item_conversion_prior", Kind.RATE, f"The item's smoothed conversion rate: {PRIOR}"),
+))
+
+USER_CATEGORY_LIFETIME = FeatureTable("user_category_lifetime", ("user_id", "category"), (
+    *_lifetime_counts("category_", "of the user in the category"),
+    Column("category_conversion_prior", Kind.RATE,
+           f"The user's smoothed conversion rate in the category: {PRIOR}"),
+))
+
+# The user's own history with one item: only pairs that had an event get rows.
+USER_ITEM_HISTORY = FeatureTable("user_item_history", ("user_id", "item_id"), (
+    *_lifetime_counts("pair_", "of the item by the user"),
+    *[Column(f"pair_last_{kind}_at", Kind.INSTANT,
+             f"The user's latest {kind} of the item (null before)", nullable=True)
+      for kind in ("view", "cart", "purchase")],
+))
+
 FEATURE_TABLES: dict[str, FeatureTable] = {t.name: t for t in (
-    USER_PROFILE, USER_ACTIVITY, ITEM_CATALOG, ITEM_POPULARITY, USER_CATEGORY_AFFINITY)}
+    USER_PROFILE, USER_ACTIVITY, ITEM_CATALOG, ITEM_POPULARITY, USER_CATEGORY_AFFINITY,
+    USER_LIFETIME, ITEM_LIFETIME, USER_CATEGORY_LIFETIME, USER_ITEM_HISTORY)}
+
+
+def epoch_seconds(timestamps: pd.Series) -> np.ndarray:
+    """UTC timestamps as seconds since the Unix epoch (float64), the unit of every instant."""
+    stamps = pd.to_datetime(timestamps, utc=True)
+    return (stamps - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy("float64")

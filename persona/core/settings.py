@@ -27,6 +27,7 @@ HOME = "PERSONA_HOME"
 REPORTS_DIR = "PERSONA_REPORTS_DIR"
 REDIS_URL = "PERSONA_REDIS_URL"
 SNAPSHOT_INTERVAL = "PERSONA_SNAPSHOT_INTERVAL"
+PRIOR_STRENGTH = "PERSONA_PRIOR_STRENGTH"
 MODEL_TAG = "PERSONA_MODEL_TAG"
 PROPENSITY_TAG = "PERSONA_PROPENSITY_TAG"
 API_KEYS = "PERSONA_API_KEYS"
@@ -43,6 +44,8 @@ VARIABLES: dict[str, str] = {
     REDIS_URL: "Online store `redis://[:password@]host:port[/db]` (or `rediss://`); "
                "unset: SQLite in the home",
     SNAPSHOT_INTERVAL: "Snapshot interval of `persona ingest`, e.g. `1d` (default) or `1h`",
+    PRIOR_STRENGTH: "Pseudo-views `m` the lifetime conversion priors are shrunk towards the "
+                    "shop's rate with, at `persona ingest` (default 20)",
     MODEL_TAG: "Conversion model version the service serves (default the latest)",
     PROPENSITY_TAG: "Propensity model version the service serves (default the latest)",
     API_KEYS: "Comma-separated API keys; when set, every route but probes, metrics and docs "
@@ -56,6 +59,7 @@ VARIABLES: dict[str, str] = {
     OMP_WAIT_POLICY: "OpenMP's wait policy; Persona sets `PASSIVE` unless it is set",
     GX_ANALYTICS: "Great Expectations' usage statistics; Persona sets `False` unless it is set",
 }
+DEFAULT_PRIOR_STRENGTH = 20.0
 DEFAULT_ITEM_CACHE_SIZE = 100_000
 DEFAULT_ITEM_CACHE_SECONDS = 60.0
 # Read when the library loads, so only the process environment can set them: the active
@@ -73,6 +77,19 @@ def parse_interval(text: str) -> timedelta:
     if interval <= timedelta(0) or (interval < timedelta(days=1) and timedelta(days=1) % interval):
         raise ValueError(f"snapshot interval {text!r} must be whole days or divide a day")
     return interval
+
+
+def parse_prior_strength(text: str) -> float:
+    """A positive number of pseudo-views; the default when empty."""
+    if not text.strip():
+        return DEFAULT_PRIOR_STRENGTH
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise ValueError(f"{PRIOR_STRENGTH}={text!r}: expected a positive number like 20")
+    return value
 
 
 def parse_api_keys(raw: str) -> tuple[str, ...]:
@@ -103,6 +120,7 @@ class Settings:
     reports_dir: Path
     online_url: str | None = None
     snapshot_interval: timedelta = timedelta(days=1)
+    prior_strength: float = DEFAULT_PRIOR_STRENGTH
     model_tag: str | None = None
     propensity_tag: str | None = None
     api_keys: tuple[str, ...] = field(default=(), repr=False)
@@ -124,6 +142,7 @@ class Settings:
             reports_dir=Path(reports).resolve(),
             online_url=online or env.get(REDIS_URL) or None,
             snapshot_interval=parse_interval(env.get(SNAPSHOT_INTERVAL, "1d")),
+            prior_strength=parse_prior_strength(env.get(PRIOR_STRENGTH, "")),
             model_tag=env.get(MODEL_TAG) or None,
             propensity_tag=env.get(PROPENSITY_TAG) or None,
             api_keys=parse_api_keys(env.get(API_KEYS, "")),
@@ -146,6 +165,7 @@ class Settings:
         values = {
             HOME: str(self.home), REPORTS_DIR: str(self.reports_dir), REDIS_URL: self.online_url,
             SNAPSHOT_INTERVAL: _interval_text(self.snapshot_interval),
+            PRIOR_STRENGTH: repr(self.prior_strength),
             MODEL_TAG: self.model_tag, PROPENSITY_TAG: self.propensity_tag,
             API_KEYS: ",".join(self.api_keys), ITEM_CACHE_SIZE: str(self.item_cache_size),
             ITEM_CACHE_SECONDS: str(self.item_cache_seconds),

@@ -18,6 +18,8 @@ import duckdb
 import pandas as pd
 
 from persona.core.schema import ACTIVITY_KINDS, USER_WINDOWS
+from persona.core.settings import DEFAULT_PRIOR_STRENGTH
+from persona.data.lifetime import lifetime_features
 from persona.data.raw import RawTables
 
 DAY_US = 86_400_000_000
@@ -187,9 +189,10 @@ def _item_popularity(con: duckdb.DuckDBPyConnection, interval_us: int, end_k: in
     """).df()
 
 
-def compute_features(raw: RawTables, interval: timedelta = timedelta(days=1)
-                     ) -> dict[str, pd.DataFrame]:
-    """All feature tables, keyed by feature view name, each with an `event_timestamp` column."""
+def compute_features(raw: RawTables, interval: timedelta = timedelta(days=1),
+                     prior_strength: float = DEFAULT_PRIOR_STRENGTH) -> dict[str, pd.DataFrame]:
+    """All feature tables, keyed by feature view name, each with an `event_timestamp` column:
+    the snapshots of this module and the lifetime tables of `persona.data.lifetime`."""
     interval_us = int(interval.total_seconds() * 1_000_000)
     con = duckdb.connect()
     try:
@@ -205,6 +208,7 @@ def compute_features(raw: RawTables, interval: timedelta = timedelta(days=1)
             features["user_category_affinity"] = _ts(
                 con.execute("SELECT * FROM category_affinity ORDER BY user_id, category, k").df(),
                 interval_us)
+            features.update(lifetime_features(con, raw.users, raw.items, prior_strength))
     finally:
         con.close()
     features["user_profile"] = raw.users.rename(columns={"signup_timestamp": "event_timestamp"})[

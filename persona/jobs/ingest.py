@@ -33,7 +33,7 @@ def ingest(settings: Settings, raw_dir: Path, on_step: Step = lambda _: None,
         on_step("validating raw tables")
         raw_results = quality.check_raw(raw, now, settings.docs_dir)
         on_step("computing feature snapshots")
-        features = compute_features(raw, settings.snapshot_interval)
+        features = compute_features(raw, settings.snapshot_interval, settings.prior_strength)
         on_step("validating feature tables")
         feature_results = quality.check_features(features, now, settings.docs_dir)
         on_step("publishing to the offline store")

@@ -12,6 +12,7 @@ import uuid
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
 import yaml
 
 from persona.core.settings import FEATURE_REPO, PROJECT_ROOT, VARIABLES, Settings
@@ -41,12 +42,12 @@ def test_a_home_yaml_names_that_home_and_keeps_secrets_out(tmp_path: Path) -> No
 def test_settings_read_each_variable_and_hand_them_to_a_child(tmp_path: Path) -> None:
     env = {"PERSONA_HOME": str(tmp_path / "h"), "PERSONA_REPORTS_DIR": str(tmp_path / "r"),
            "PERSONA_REDIS_URL": "redis://127.0.0.1:6390", "PERSONA_SNAPSHOT_INTERVAL": "6h",
-           "PERSONA_MODEL_TAG": "v1", "PERSONA_PROPENSITY_TAG": "p1",
+           "PERSONA_PRIOR_STRENGTH": "5", "PERSONA_MODEL_TAG": "v1", "PERSONA_PROPENSITY_TAG": "p1",
            "PERSONA_API_KEYS": "a,b", "PERSONA_ITEM_CACHE_SIZE": "7",
            "PERSONA_ITEM_CACHE_SECONDS": "2.5", "BENTOML_HOME": str(tmp_path / "b")}
     settings = Settings.from_env(env=env)
     assert settings == Settings(tmp_path / "h", tmp_path / "r", "redis://127.0.0.1:6390",
-                                timedelta(hours=6), "v1", "p1", ("a", "b"), 7, 2.5,
+                                timedelta(hours=6), 5.0, "v1", "p1", ("a", "b"), 7, 2.5,
                                 tmp_path / "b")
     child = settings.environment(base={"PATH": "/bin", "PERSONA_MODEL_TAG": "stale"})
     assert Settings.from_env(env=child) == settings
@@ -54,6 +55,12 @@ def test_settings_read_each_variable_and_hand_them_to_a_child(tmp_path: Path) ->
     assert set(env) <= set(VARIABLES)
     unpinned = Settings.from_env(env={**env, "PERSONA_MODEL_TAG": ""}).environment(base=env)
     assert "PERSONA_MODEL_TAG" not in unpinned
+
+
+@pytest.mark.parametrize("text", ["0", "-3", "nan", "inf", "lots"])
+def test_a_prior_strength_that_is_not_a_positive_number_is_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="PERSONA_PRIOR_STRENGTH"):
+        Settings.from_env(env={"PERSONA_PRIOR_STRENGTH": text})
 
 
 _ELSEWHERE = f"/nonexistent/elsewhere-{uuid.uuid4().hex}"  # a home named only in the environment

@@ -64,7 +64,8 @@ def feature_frame(view: str) -> pd.DataFrame:
     frame = {k: pd.Series([f"{k}{i % 2}" for i in range(n)], dtype=object) for k in table.keys}
     frame["event_timestamp"] = ts(48, 48, 24, 24)
     values = {Kind.STRING: ["a", "b", "c", "d"], Kind.COUNT: np.arange(n, dtype="int64"),
-              Kind.AMOUNT: [0.0, 1.5, 2.0, 30.0], Kind.RATE: [0.0, 0.25, 0.5, 1.0]}
+              Kind.AMOUNT: [0.0, 1.5, 2.0, 30.0], Kind.RATE: [0.0, 0.25, 0.5, 1.0],
+              Kind.INSTANT: [1.7e9, 1.7e9 + 1, 1.75e9, 1.8e9]}
     for column in table.columns:
         column_values = pd.Series(values[column.kind])
         if column.nullable:

@@ -28,7 +28,7 @@ def _kind_of(series: pd.Series) -> set[Kind]:
     if pd.api.types.is_integer_dtype(series):
         return {Kind.COUNT}
     if pd.api.types.is_float_dtype(series):
-        return {Kind.AMOUNT, Kind.RATE}
+        return {Kind.AMOUNT, Kind.RATE, Kind.INSTANT}
     return {Kind.STRING}
 
 
