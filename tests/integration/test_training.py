@@ -99,8 +99,57 @@ def test_model_beats_item_popularity(trained: TrainResult) -> None:
     assert metrics["model"]["log_loss"] < metrics["item_popularity"]["log_loss"]
 
 
+@pytest.fixture(scope="module")
+def trained_v2(full: Settings, model_store: Path) -> TrainResult:
+    return train(full, features="conversion_v2")
+
+
+def test_v2_model_keeps_its_categories_and_beats_the_baselines(trained_v2: TrainResult,
+                                                               model_store: Path) -> None:
+    booster, meta = load_model(trained_v2.tag)
+    assert meta["feature_service"] == "conversion_v2" and meta["features"] == booster.feature_names
+    categorical = {f for f, t in zip(booster.feature_names, booster.feature_types) if t == "c"}
+    assert categorical == set(meta["categories"]) >= {"user_profile__region",
+                                                       "item_catalog__brand"}
+    assert all(values == sorted(values) and values for values in meta["categories"].values())
+    assert {"user_item_history__pair_views_lifetime", "user_recency__days_since_latest_event",
+            "item_lifetime__item_conversion_prior"} <= set(meta["features"])
+    assert not any(f.endswith("_at") for f in meta["features"])  # instants only as "days since"
+    metrics = trained_v2.metrics
+    for baseline in ("item_popularity", "user_activity"):
+        assert metrics["model"]["roc_auc"] > metrics[baseline]["roc_auc"]
+        assert metrics["model"]["log_loss"] < metrics[baseline]["log_loss"]
+
+
+def test_a_v2_row_counts_the_pairs_events_strictly_before_it(shop: Shop, full: Settings) -> None:
+    """Exact to the event: every row's user x item counts and recency equal what the raw log
+    holds strictly before the row's time, the same day's earlier events included."""
+    labels = conversion_labels(shop.events, shop.items)
+    frame = training_frame(feature_store(full), labels, "conversion_v2").frame
+    events = shop.events
+    rows = frame.sample(n=400, random_state=1)
+    same_day = 0
+    for row in rows.itertuples(index=False):
+        pair = events[(events["user_id"] == row.user_id) & (events["item_id"] == row.item_id)
+                      & (events["event_timestamp"] < row.event_timestamp)]
+        views = pair[pair["event_type"] == "view"]
+        if pair.empty:  # a pair's first event: no row before it, so no history at all
+            assert pd.isna(row.user_item_history__pair_views_lifetime)
+            continue
+        assert row.user_item_history__pair_views_lifetime == len(views)
+        assert row.user_item_history__pair_purchases_lifetime == (
+            pair["event_type"] == "purchase").sum()
+        if len(views):
+            latest = (row.event_timestamp - views["event_timestamp"].max()) / pd.Timedelta(days=1)
+            assert row.user_item_recency__days_since_pair_view == pytest.approx(latest, abs=1e-6)
+            same_day += bool((views["event_timestamp"].dt.floor("D")
+                              == row.event_timestamp.floor("D")).any())
+    assert same_day > 0  # earlier views on the row's own day were counted
+
+
+@pytest.mark.parametrize("service", ["conversion_v1", "conversion_v2"])
 def test_future_events_change_no_earlier_training_row(shop: Shop, cut: Settings, full: Settings,
-                                                      cutoff: pd.Timestamp) -> None:
+                                                      cutoff: pd.Timestamp, service: str) -> None:
     """Rows whose label window closes before the cut-off are identical, features and labels,
     whether or not the events after the cut-off were ingested."""
     before = cutoff - HORIZON
@@ -109,8 +158,8 @@ def test_future_events_change_no_earlier_training_row(shop: Shop, cut: Settings,
     full_labels = conversion_labels(shop.events, shop.items)
     cut_labels = cut_labels[cut_labels["event_timestamp"] < before]
     full_labels = full_labels[full_labels["event_timestamp"] < before]
-    seen = training_frame(feature_store(cut), cut_labels)
-    later = training_frame(feature_store(full), full_labels)
+    seen = training_frame(feature_store(cut), cut_labels, service)
+    later = training_frame(feature_store(full), full_labels, service)
     assert seen.features == later.features
     assert len(seen.frame) > 5000 and seen.frame["label"].sum() > 100
     pd.testing.assert_frame_equal(seen.frame, later.frame)
