@@ -59,6 +59,7 @@ class PropensityScorer:
     model_tag: str
     horizon_days: float
     reference: dict[str, dict[str, float]] = field(default_factory=dict)
+    calibration: Mapping[str, Any] | None = None  # training.calibration's map, if any
 
     @classmethod
     def from_metadata(cls, booster: xgb.Booster, metadata: Mapping[str, Any], model_tag: str,
@@ -72,11 +73,11 @@ class PropensityScorer:
                              f"not {TASK!r}")
         reader = UserFeatureReader(store, metadata["feature_service"], metadata["features"])
         return cls(booster, reader, model_tag, float(metadata["horizon_days"]),
-                   stored_quantiles(metadata))
+                   stored_quantiles(metadata), metadata.get("calibration"))
 
     def scores(self, user_ids: Sequence[str]) -> list[UserPropensity]:
         rows = self.reader.rows(user_ids)
-        p, why = explained(self.booster, self.reader.columns, rows.matrix)
+        p, why = explained(self.booster, self.reader.columns, rows.matrix, self.calibration)
         return [
             UserPropensity(user_id=user, propensity=float(prob), cold_user=bool(cold),
                            churn_risk=None if cold else 1.0 - float(prob), reasons=r)

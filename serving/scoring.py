@@ -16,19 +16,21 @@ import numpy as np
 from serving.online import OnlineFeatureReader
 from serving.redis_online import RedisFeatureReader
 from serving.schemas import REASONS_PER_SCORE, PredictRequest, RankRequest
+from training.calibration import Calibration, apply
 from training.explain import contributions, top_contributions
 
 if TYPE_CHECKING:
     import xgboost as xgb
 
 
-def explained(booster: xgb.Booster, columns: list[str],
-              matrix: np.ndarray) -> tuple[np.ndarray, list[list[dict]]]:
+def explained(booster: xgb.Booster, columns: list[str], matrix: np.ndarray,
+              calibration: Calibration | None = None) -> tuple[np.ndarray, list[list[dict]]]:
     """P(positive) per row and its top reasons (the fields of `Reason`), from one pass over the
     trees: a row's contributions and the bias sum to its margin (XGBoost's identity, checked in
     the tests), whose sigmoid is the probability of a binary:logistic model, which every Persona
-    model is (`serving.service.load_booster` refuses others). A separate prediction cost 0.2 ms
-    for 50 rows and 1.1 ms for 500."""
+    model is (`serving.service.load_booster` refuses others), then mapped by the model's
+    calibration (`training.calibration.apply`, as training and batch scoring do). A separate
+    prediction cost 0.2 ms for 50 rows and 1.1 ms for 500."""
     if len(matrix) == 0:
         return np.empty(0), []
     contribs = contributions(booster, matrix, nthread=1)
@@ -38,7 +40,7 @@ def explained(booster: xgb.Booster, columns: list[str],
     values = np.where(np.isnan(values), None, values).tolist()  # a missing value is null
     reasons = [[{"feature": f, "value": v, "contribution": c} for f, v, c in zip(*row)]
                for row in zip(names, values, pushes.tolist())]
-    return 1.0 / (1.0 + np.exp(-margin)), reasons
+    return apply(calibration, 1.0 / (1.0 + np.exp(-margin))), reasons
 
 
 @dataclass(frozen=True)
@@ -53,10 +55,11 @@ class Scorer:
     booster: xgb.Booster
     reader: OnlineFeatureReader | RedisFeatureReader
     model_tag: str
+    calibration: Calibration | None = None
 
     def explained(self, matrix: np.ndarray) -> tuple[np.ndarray, list[list[dict]]]:
         """P(conversion) and reasons per row."""
-        return explained(self.booster, self.reader.columns, matrix)
+        return explained(self.booster, self.reader.columns, matrix, self.calibration)
 
     def rank(self, request: RankRequest) -> dict:
         """A `RankResponse`."""

@@ -168,7 +168,7 @@ class PersonaService:
             except ValueError as exc:
                 raise ModelRefused(f"model {stored.tag} does not match the registered feature "
                                    f"service: {exc}") from exc
-            self.scorer = Scorer(booster, reader, str(stored.tag))
+            self.scorer = Scorer(booster, reader, str(stored.tag), metadata.get("calibration"))
             self.propensity_scorer = self._propensity_scorer(store, settings)
         except ModelRefused as exc:
             stop_server(exc)

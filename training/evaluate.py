@@ -20,6 +20,7 @@ from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
 
 LABEL = "label"
 MODEL = "model"
+UNCALIBRATED = "model_uncalibrated"  # the booster's own output, before its calibration map
 POPULARITY = "item_popularity"
 ACTIVITY = "user_activity"
 RFM = "rfm"
@@ -42,7 +43,7 @@ class Scored:
 
     scores: np.ndarray
     probabilities: np.ndarray
-    calibrated_by: str  # "model" (its own output) or "isotonic on train"
+    calibrated_by: str  # "model" (its calibrated output), "none" or "isotonic on train"
 
 
 @dataclass
@@ -179,13 +180,18 @@ def metrics(y: np.ndarray, users: np.ndarray, scored: Scored, ndcg: bool = True)
 
 
 def evaluate(train: pd.DataFrame, valid: pd.DataFrame, model_probabilities: np.ndarray,
-             baselines: dict[str, Baseline] | None = None, ndcg: bool = True) -> Evaluation:
+             baselines: dict[str, Baseline] | None = None, ndcg: bool = True,
+             uncalibrated: np.ndarray | None = None) -> Evaluation:
     """Score validation with the model and each baseline (default: the conversion ones),
     calibrated on `train`, and compute every metric for each. `ndcg=False` for tasks with one
-    row per user, where a per-user ranking metric says nothing."""
+    row per user, where a per-user ranking metric says nothing. `uncalibrated`, the model's
+    output before its calibration map, is reported beside it as `model_uncalibrated`."""
     y = valid[LABEL].to_numpy(int)
     scored = {MODEL: Scored(np.asarray(model_probabilities, float),
                             np.asarray(model_probabilities, float), "model")}
+    if uncalibrated is not None:
+        scored[UNCALIBRATED] = Scored(np.asarray(uncalibrated, float),
+                                      np.asarray(uncalibrated, float), "none")
     for name, score in (CONVERSION_BASELINES if baselines is None else baselines).items():
         raw = score(valid)
         probabilities = calibrate(score(train), train[LABEL].to_numpy(float), raw)

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pandas as pd
 import xgboost as xgb
 
 from persona.core.settings import openmp_wait_policy
+from training.calibration import IDENTITY, Calibration, apply, fit_calibration
 from training.categories import Categories, feature_types, matrix
 
 log = logging.getLogger(__name__)
@@ -51,13 +52,15 @@ DEFAULT_PARAMS = ModelParams()
 
 @dataclass(frozen=True)
 class FitResult:
-    """The booster cut at its best round, and what early stopping saw."""
+    """The booster cut at its best round, what early stopping saw, and the calibration map
+    fitted on the same holdout (training.calibration)."""
 
     booster: xgb.Booster
     best_iteration: int
     holdout_logloss: float
     n_fit: int
     n_holdout: int
+    calibration: dict = field(default_factory=lambda: dict(IDENTITY))
 
 
 def threads(requested: int | None = None) -> int:
@@ -143,11 +146,16 @@ def fit(train: pd.DataFrame, features: list[str], params: ModelParams = DEFAULT_
                                               save_best=True)],
     )
     best = int(booster.best_iteration)
+    raw = booster.inplace_predict(matrix(holdout, features, categories), validate_features=False)
     return FitResult(booster, best, float(history["holdout"]["logloss"][best]),
-                     len(fit_rows), len(holdout))
+                     len(fit_rows), len(holdout),
+                     fit_calibration(raw, holdout[LABEL].to_numpy()))
 
 
 def predict(booster: xgb.Booster, frame: pd.DataFrame, features: list[str],
-            categories: Categories | None = None) -> np.ndarray:
-    """Probabilities for `frame`'s rows, columns taken by name in model order."""
-    return booster.inplace_predict(matrix(frame, features, categories), validate_features=False)
+            categories: Categories | None = None, calibration: Calibration | None = None
+            ) -> np.ndarray:
+    """Probabilities for `frame`'s rows, columns taken by name in model order; calibrated
+    when a calibration map is given."""
+    raw = booster.inplace_predict(matrix(frame, features, categories), validate_features=False)
+    return apply(calibration, raw)

@@ -20,6 +20,7 @@ from persona.data.raw import RawTables, read_raw
 from persona.featurestore.config import feature_store
 from persona.profiling.segments import report_section
 from training import report
+from training.calibration import apply
 from training.categories import learn
 from training.evaluate import evaluate, summary
 from training.model import DEFAULT_PARAMS, FitResult, ModelParams, fit, predict
@@ -161,6 +162,7 @@ def _metadata(data: Labelled, settings: Settings, split: TimeSplit, fitted: FitR
         "feature_service": data.service,
         "features": list(tf.features),
         "categories": data.categories or {},
+        "calibration": fitted.calibration,
         "training_window": split.window(),
         "data_hash": manifest["data_hash"],
         "metrics": metrics,
@@ -201,7 +203,7 @@ def _report_info(data: Labelled, tag: str, split: TimeSplit, fitted: FitResult) 
             "best_iteration": fitted.best_iteration, "n_valid": len(split.valid),
             "gap_days": (split.valid_from - split.train_until) / timedelta(days=1),
             "until": None if data.until is None else pd.Timestamp(data.until).isoformat(),
-            "notes": notes}
+            "calibration": fitted.calibration["method"], "notes": notes}
 
 
 def _report_and_save(settings: Settings, data: Labelled, split: TimeSplit, fitted: FitResult,
@@ -209,9 +211,10 @@ def _report_and_save(settings: Settings, data: Labelled, split: TimeSplit, fitte
     """Plots first (into a staging directory), then the model, then the page that names its
     tag; the report is published only once the model is saved."""
     spec = data.task
-    probabilities = predict(fitted.booster, split.valid, data.frame.features, data.categories)
+    raw = predict(fitted.booster, split.valid, data.frame.features, data.categories)
+    probabilities = apply(fitted.calibration, raw)
     evaluation = evaluate(split.train, split.valid, probabilities, spec.baselines,
-                          ndcg=spec.per_user_ranking)
+                          ndcg=spec.per_user_ranking, uncalibrated=raw)
     metrics = summary(evaluation)
     on_step("writing the report")
     settings.reports_dir.mkdir(parents=True, exist_ok=True)

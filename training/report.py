@@ -144,8 +144,11 @@ def render(ev: Evaluation, booster: xgb.Booster, info: dict) -> str:
         f"Baselines: {info['baselines_text']} ROC AUC, PR AUC (average precision), "
         f"{LIFT} (positive rate of the top-scored 10% over the overall rate; ties in a fixed "
         f"random order){ndcg} use raw scores. Log loss and ECE (10 equal-count bins) use "
-        "probabilities: the model's own, and for each baseline an isotonic map from its score "
-        "to the positive rate, fitted on the training rows.",
+        "probabilities: the model's, calibrated by the map stored with it "
+        f"({info.get('calibration', 'none')}, fitted on the early-stopping holdout at the end "
+        "of the training period; `model_uncalibrated` is the booster's own output), and for "
+        "each baseline an isotonic map from its score to the positive rate, fitted on the "
+        "training rows.",
         "",
         "## Plots",
         "",

@@ -26,6 +26,7 @@ from persona.core.settings import Settings
 from persona.data.offline import current_manifest
 from persona.data.raw import parse_timestamps, read_raw
 from persona.featurestore.config import feature_store
+from training.calibration import apply
 from training.categories import matrix
 from training.explain import Reason, contributions, top_reasons
 from training.model import threads
@@ -227,7 +228,8 @@ def score_chunk(store, chunk: pd.DataFrame, model: StoredModel, rows: EntityRows
                          f"provides {absent} that model {model.tag} needs")
     known = model.metadata.get("categories") or {}
     x = matrix(frame.sort_values(ROW), features, known)[position]
-    scores = model.booster.inplace_predict(x, validate_features=False)
+    scores = apply(model.metadata.get("calibration"),
+                   model.booster.inplace_predict(x, validate_features=False))
     reasons = top_reasons(features, x, contributions(model.booster, x), k=N_REASONS,
                           categories=known)
     ids = {k: pa.array(chunk[k].to_numpy(dtype=object), pa.string())
