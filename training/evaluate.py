@@ -1,25 +1,33 @@
 """Validation metrics of the model beside the baselines it has to beat.
 
 Each task names its baselines: item popularity and user activity for conversion; an RFM rank
-score and recency alone for propensity. Ranking metrics (ROC AUC, PR AUC, top-decile lift and,
-for conversion, NDCG@10 per user) use each scorer's raw scores. Probability metrics
-(log loss, calibration, ECE) need probabilities: the baselines' scores are counts and smoothed
-rates, so each baseline is mapped to probabilities by isotonic regression fitted on the training
-rows (monotone, so its ranking is unchanged) before log loss and calibration are computed.
+score and recency alone for propensity; and, when the frame holds the task's prior features
+(the v2 services), a logistic regression and an XGBoost fitted on those features alone.
+Ranking metrics (ROC AUC, PR AUC, top-decile lift and, for conversion, NDCG@10 per user) use
+each scorer's raw scores. Probability metrics (log loss, calibration, ECE) need
+probabilities: the rule baselines' scores are counts and smoothed rates, so each is mapped to
+probabilities by isotonic regression fitted on the training rows (monotone, so its ranking is
+unchanged); the fitted baselines give probabilities of their own.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from sklearn.impute import SimpleImputer
 from sklearn.isotonic import IsotonicRegression
+from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 LABEL = "label"
 MODEL = "model"
+PRIORS_LOGISTIC = "priors_logistic"
+PRIORS_XGBOOST = "priors_xgboost"
 UNCALIBRATED = "model_uncalibrated"  # the booster's own output, before its calibration map
 POPULARITY = "item_popularity"
 ACTIVITY = "user_activity"
@@ -35,6 +43,8 @@ LIFT = "top_decile_lift"
 # Days since the last purchase of a user who never bought: ranked after every buyer.
 NEVER = 1e6
 Baseline = Callable[[pd.DataFrame], np.ndarray]
+# Fitted on the training rows, then (train, valid) -> probabilities on the validation rows.
+FittedBaseline = Callable[[pd.DataFrame, pd.DataFrame], np.ndarray]
 
 
 @dataclass
@@ -100,6 +110,38 @@ def recency_score(frame: pd.DataFrame) -> np.ndarray:
 CONVERSION_BASELINES: dict[str, Baseline] = {POPULARITY: popularity_score,
                                              ACTIVITY: activity_score}
 PROPENSITY_BASELINES: dict[str, Baseline] = {RFM: rfm_score, RECENCY: recency_score}
+
+
+def _prior_matrix(frame: pd.DataFrame, features: Sequence[str]) -> np.ndarray:
+    return frame[list(features)].to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def logistic_on(features: Sequence[str]) -> FittedBaseline:
+    """A logistic regression on `features` alone: missing values imputed by the training
+    median with a missing-indicator column, standardized (scikit-learn's own pipeline)."""
+    def score(train: pd.DataFrame, valid: pd.DataFrame) -> np.ndarray:
+        model = make_pipeline(SimpleImputer(strategy="median", add_indicator=True,
+                                            keep_empty_features=True),
+                              StandardScaler(), LogisticRegression(max_iter=1000))
+        model.fit(_prior_matrix(train, features), train[LABEL].to_numpy(int))
+        return model.predict_proba(_prior_matrix(valid, features))[:, 1]
+    return score
+
+
+def xgboost_on(features: Sequence[str]) -> FittedBaseline:
+    """Persona's own booster, early stopping and calibration included, on `features` alone:
+    what the full feature set must beat to earn its complexity."""
+    def score(train: pd.DataFrame, valid: pd.DataFrame) -> np.ndarray:
+        from training.model import fit, predict
+
+        fitted = fit(train, list(features))
+        return predict(fitted.booster, valid, list(features), calibration=fitted.calibration)
+    return score
+
+
+def prior_baselines(features: Sequence[str]) -> dict[str, FittedBaseline]:
+    """The two fitted baselines on a task's prior features."""
+    return {PRIORS_LOGISTIC: logistic_on(features), PRIORS_XGBOOST: xgboost_on(features)}
 
 
 def calibrate(train_scores: np.ndarray, train_y: np.ndarray, scores: np.ndarray) -> np.ndarray:
@@ -181,11 +223,13 @@ def metrics(y: np.ndarray, users: np.ndarray, scored: Scored, ndcg: bool = True)
 
 def evaluate(train: pd.DataFrame, valid: pd.DataFrame, model_probabilities: np.ndarray,
              baselines: dict[str, Baseline] | None = None, ndcg: bool = True,
-             uncalibrated: np.ndarray | None = None) -> Evaluation:
+             uncalibrated: np.ndarray | None = None,
+             fitted: dict[str, FittedBaseline] | None = None) -> Evaluation:
     """Score validation with the model and each baseline (default: the conversion ones),
     calibrated on `train`, and compute every metric for each. `ndcg=False` for tasks with one
     row per user, where a per-user ranking metric says nothing. `uncalibrated`, the model's
-    output before its calibration map, is reported beside it as `model_uncalibrated`."""
+    output before its calibration map, is reported beside it as `model_uncalibrated`; each
+    `fitted` baseline is trained on `train` and scored on `valid` in the same run."""
     y = valid[LABEL].to_numpy(int)
     scored = {MODEL: Scored(np.asarray(model_probabilities, float),
                             np.asarray(model_probabilities, float), "model")}
@@ -196,6 +240,9 @@ def evaluate(train: pd.DataFrame, valid: pd.DataFrame, model_probabilities: np.n
         raw = score(valid)
         probabilities = calibrate(score(train), train[LABEL].to_numpy(float), raw)
         scored[name] = Scored(raw, probabilities, "isotonic on train")
+    for name, fitted_score in (fitted or {}).items():
+        probabilities = np.asarray(fitted_score(train, valid), float)
+        scored[name] = Scored(probabilities, probabilities, "its own fit on train")
     users = valid["user_id"].to_numpy()
     result = Evaluation(y=y, users=users, scored=scored)
     result.metrics = {name: metrics(y, users, s, ndcg) for name, s in scored.items()}

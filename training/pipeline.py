@@ -214,7 +214,8 @@ def _report_and_save(settings: Settings, data: Labelled, split: TimeSplit, fitte
     raw = predict(fitted.booster, split.valid, data.frame.features, data.categories)
     probabilities = apply(fitted.calibration, raw)
     evaluation = evaluate(split.train, split.valid, probabilities, spec.baselines,
-                          ndcg=spec.per_user_ranking, uncalibrated=raw)
+                          ndcg=spec.per_user_ranking, uncalibrated=raw,
+                          fitted=spec.fitted_baselines(data.frame.features))
     metrics = summary(evaluation)
     on_step("writing the report")
     settings.reports_dir.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,7 @@ that table too); this module adds only what training needs.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -16,7 +16,13 @@ import pandas as pd
 
 from persona.core.catalog import MODELS, ModelSpec
 from persona.data.raw import RawTables
-from training.evaluate import CONVERSION_BASELINES, PROPENSITY_BASELINES, Baseline
+from training.evaluate import (
+    CONVERSION_BASELINES,
+    PROPENSITY_BASELINES,
+    Baseline,
+    FittedBaseline,
+    prior_baselines,
+)
 from training.labels import conversion_labels, propensity_labels
 from training.retrieval import CONVERSION_ROWS, PROPENSITY_ROWS, EntityRows
 
@@ -39,6 +45,15 @@ class TrainingTask:
     title: str
     positive: str  # completes "a row is positive when ..."; {h} is the horizon in days
     baselines_text: str
+    # the smoothed priors (and, for propensity, RFM-style lifetime features) the fitted
+    # baselines use alone, when the frame has them
+    prior_features: tuple[str, ...] = ()
+
+    def fitted_baselines(self, features: Sequence[str]) -> dict[str, FittedBaseline]:
+        """The baselines fitted on the prior features, when `features` include them all."""
+        if not self.prior_features or not set(self.prior_features) <= set(features):
+            return {}
+        return prior_baselines(self.prior_features)
 
     @property
     def name(self) -> str:
@@ -78,7 +93,13 @@ TRAINING_TASKS: dict[str, TrainingTask] = {
         title="Conversion model",
         positive="a view is positive when the same user buys the item within {h} days",
         baselines_text="`item_popularity` ranks by the item's smoothed 30-day conversion rate; "
-                       "`user_activity` by the user's 30-day purchases, then 7-day views.",
+                       "`user_activity` by the user's 30-day purchases, then 7-day views; with "
+                       "the v2 features, `priors_logistic` and `priors_xgboost` are a logistic "
+                       "regression and an XGBoost on the smoothed priors alone (item, user, "
+                       "user x category, the item's 30-day rate).",
+        prior_features=("item_lifetime__item_conversion_prior", "user_lifetime__conversion_prior",
+                        "user_category_lifetime__category_conversion_prior",
+                        "item_popularity__conversion_rate_30d"),
     ),
     "propensity": TrainingTask(
         model=MODELS["propensity"], rows=PROPENSITY_ROWS, default_horizon_days=30,
@@ -90,7 +111,15 @@ TRAINING_TASKS: dict[str, TrainingTask] = {
                        "since the last purchase; users who never bought after every buyer, by "
                        "days since their last event), frequency (purchases in 90 days) and "
                        "monetary value (spend in 90 days); `recency` ranks by days since the "
-                       "last event of any kind.",
+                       "last event of any kind; with the v2 features, `priors_logistic` and "
+                       "`priors_xgboost` are a logistic regression and an XGBoost on the "
+                       "RFM-style lifetime features alone (days since the latest purchase and "
+                       "event, purchase days, spend, the smoothed prior, recency over the "
+                       "user's own gap).",
+        prior_features=("user_recency__days_since_latest_purchase",
+                        "user_recency__days_since_latest_event",
+                        "user_lifetime__purchase_days_lifetime", "user_lifetime__spend_lifetime",
+                        "user_lifetime__conversion_prior", "user_recency__recency_to_gap_ratio"),
     ),
 }
 

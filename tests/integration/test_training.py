@@ -116,9 +116,13 @@ def test_v2_model_keeps_its_categories_and_beats_the_baselines(trained_v2: Train
             "item_lifetime__item_conversion_prior"} <= set(meta["features"])
     assert not any(f.endswith("_at") for f in meta["features"])  # instants only as "days since"
     metrics = trained_v2.metrics
-    for baseline in ("item_popularity", "user_activity"):
-        assert metrics["model"]["roc_auc"] > metrics[baseline]["roc_auc"]
-        assert metrics["model"]["log_loss"] < metrics[baseline]["log_loss"]
+    assert meta["calibration"]["method"] in {"isotonic", "platt", "none"}
+    baselines = ("item_popularity", "user_activity", "priors_logistic", "priors_xgboost")
+    for baseline in baselines:
+        assert metrics["model"]["roc_auc"] > metrics[baseline]["roc_auc"], (baseline, metrics)
+        assert metrics["model"]["log_loss"] < metrics[baseline]["log_loss"], (baseline, metrics)
+    # calibrated at least as well as the best-calibrated baseline
+    assert metrics["model"]["ece"] <= min(metrics[b]["ece"] for b in baselines), metrics
 
 
 def test_a_v2_row_counts_the_pairs_events_strictly_before_it(shop: Shop, full: Settings) -> None:

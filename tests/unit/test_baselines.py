@@ -1,0 +1,49 @@
+"""The fitted baselines: a logistic regression and an XGBoost on a task's prior features alone,
+trained on the training rows in the same run; only where the frame has those features."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from training.evaluate import PRIORS_LOGISTIC, PRIORS_XGBOOST, evaluate
+from training.tasks import TRAINING_TASKS
+
+
+def _frame(n: int, seed: int, priors: tuple[str, ...]) -> pd.DataFrame:
+    """Rows whose label follows the first prior; some values missing, as for new entities."""
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame({p: rng.uniform(0, 0.3, n) for p in priors})
+    frame.loc[rng.uniform(size=n) < 0.1, priors[1]] = np.nan
+    frame["label"] = (rng.uniform(size=n) < frame[priors[0]]).astype(int)
+    frame["user_id"] = [f"u{i % 50}" for i in range(n)]
+    frame["item_popularity__conversion_rate_30d"] = frame.get(
+        "item_popularity__conversion_rate_30d", rng.uniform(0, 0.1, n))
+    frame["user_activity__purchases_30d"] = 0
+    frame["user_activity__views_7d"] = 0
+    frame["event_timestamp"] = pd.date_range("2026-01-01", periods=n, freq="min", tz="UTC")
+    return frame
+
+
+@pytest.mark.parametrize("task", ["conversion", "propensity"])
+def test_fitted_baselines_exist_only_with_the_prior_features(task: str) -> None:
+    spec = TRAINING_TASKS[task]
+    assert set(spec.fitted_baselines(spec.prior_features)) == {PRIORS_LOGISTIC, PRIORS_XGBOOST}
+    assert spec.fitted_baselines(spec.prior_features[1:]) == {}
+
+
+def test_fitted_baselines_learn_from_train_and_score_validation() -> None:
+    spec = TRAINING_TASKS["conversion"]
+    train, valid = _frame(6000, 0, spec.prior_features), _frame(3000, 1, spec.prior_features)
+    model = valid[spec.prior_features[0]].to_numpy()
+    evaluation = evaluate(train, valid, model, fitted=spec.fitted_baselines(
+        spec.prior_features))
+    for name in (PRIORS_LOGISTIC, PRIORS_XGBOOST):
+        scored = evaluation.scored[name]
+        assert scored.calibrated_by == "its own fit on train" and len(scored.scores) == len(valid)
+        assert ((0 <= scored.probabilities) & (scored.probabilities <= 1)).all()
+        assert roc_auc_score(valid["label"], scored.scores) > 0.6
+        assert evaluation.metrics[name]["roc_auc"] == pytest.approx(
+            roc_auc_score(valid["label"], scored.scores))
