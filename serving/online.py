@@ -13,12 +13,16 @@ A user or item the online store does not know is flagged cold and scored with mi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from feast import FeatureService, FeatureStore
 from feast.protos.feast.serving.ServingService_pb2 import FieldStatus
+
+from persona.core.schema import REQUEST_TIME
+from training.categories import codes
 
 USER_KEY = "user_id"
 ITEM_KEY = "item_id"
@@ -27,6 +31,7 @@ CATALOG_VIEW = "item_catalog"
 # A row was found (PRESENT) or found with a null value (NULL_VALUE); see found_rows for Redis.
 _FOUND = (FieldStatus.PRESENT, FieldStatus.NULL_VALUE)
 NUMERIC_KINDS = {"Int32", "Int64", "Float32", "Float64", "Bool"}
+Categories = Mapping[str, Sequence[str]]  # a model's categorical columns and their values
 
 
 @dataclass(frozen=True)
@@ -46,9 +51,13 @@ class OnlineFeatureReader:
     that asks for a column its feature service does not return is refused here too.
     """
 
-    def __init__(self, store: FeatureStore, feature_service: str, columns: Sequence[str]):
+    def __init__(self, store: FeatureStore, feature_service: str, columns: Sequence[str],
+                 categories: Categories | None = None):
         self._store = store
-        self._service: FeatureService = resolve_service(store, feature_service, columns)
+        self._categories = dict(categories or {})
+        self._service: FeatureService = resolve_service(store, feature_service, columns,
+                                                        self._categories)
+        self._request_time = needs_request_time(store, self._service)
         self.columns = list(columns)
         self._user_columns = self._columns_keyed_by({USER_KEY})
         if not self._user_columns:
@@ -67,20 +76,18 @@ class OnlineFeatureReader:
         if len(user_ids) != len(item_ids):
             raise ValueError("user_ids and item_ids must have the same length")
         categories = self.categories(item_ids)
+        rows = {
+            USER_KEY: list(user_ids),
+            ITEM_KEY: list(item_ids),
+            # An unknown item has no category: "" matches no affinity row.
+            CATEGORY_KEY: [categories.get(i) or "" for i in item_ids],
+        }
+        if self._request_time:
+            rows[REQUEST_TIME] = [time.time()] * len(item_ids)
         response = self._store.get_online_features(
-            features=self._service,
-            entity_rows={
-                USER_KEY: list(user_ids),
-                ITEM_KEY: list(item_ids),
-                # An unknown item has no category: "" matches no affinity row.
-                CATEGORY_KEY: [categories.get(i) or "" for i in item_ids],
-            },
-            full_feature_names=True,
-        ).proto
+            features=self._service, entity_rows=rows, full_feature_names=True).proto
         position = {name: i for i, name in enumerate(response.metadata.feature_names.val)}
-        matrix = np.empty((len(item_ids), len(self.columns)), dtype=np.float64)
-        for j, column in enumerate(self.columns):
-            matrix[:, j] = floats(response.results[position[column]].values)
+        matrix = model_matrix(response, position, self.columns, self._categories)
         user_found = np.zeros(len(item_ids), dtype=bool)
         for column in self._user_columns:
             user_found |= found_rows(response.results[position[column]])
@@ -116,10 +123,12 @@ class OnlineFeatureReader:
         return columns
 
 
-def resolve_service(store: FeatureStore, name: str, columns: Sequence[str]) -> FeatureService:
+def resolve_service(store: FeatureStore, name: str, columns: Sequence[str],
+                    categories: Categories | None = None) -> FeatureService:
     """The feature service a model names, refused unless its columns are exactly the model's
-    (in any order: the registry returns a projection's features in no fixed order), all numeric.
-    A model trained on another version of the service would be fed the wrong inputs."""
+    (in any order: the registry returns a projection's features in no fixed order), all numeric
+    but the model's categorical ones. A model trained on another version of the service would
+    be fed the wrong inputs."""
     service = store.get_feature_service(name)
     kinds = service_columns(service)
     unknown = [c for c in columns if c not in kinds]
@@ -129,7 +138,8 @@ def resolve_service(store: FeatureStore, name: str, columns: Sequence[str]) -> F
     if unused:
         raise ValueError(f"feature service {name!r} returns {unused}, which the model does not "
                          "take")
-    not_numeric = [c for c in columns if kinds[c] not in NUMERIC_KINDS]
+    not_numeric = [c for c in columns
+                   if kinds[c] not in NUMERIC_KINDS and c not in (categories or {})]
     if not_numeric:
         raise ValueError(f"model columns must be numeric, got {not_numeric}")
     return service
@@ -142,6 +152,31 @@ def service_columns(service: FeatureService) -> dict[str, str]:
         for projection in service.feature_view_projections
         for field in projection.features
     }
+
+
+def needs_request_time(store: FeatureStore, service: FeatureService) -> bool:
+    """Whether an on-demand view of the service reads the request time (the recency views)."""
+    on_demand = {v.name: v for v in store.list_on_demand_feature_views()}
+    return any(on_demand[p.name].source_request_sources
+               for p in service.feature_view_projections if p.name in on_demand)
+
+
+def model_matrix(response, position: Mapping[str, int], columns: Sequence[str],
+                 categories: Categories) -> np.ndarray:
+    """The model's columns of a get_online_features response as float64: numbers as they are,
+    a categorical column as the codes of its strings (training.categories), NaN for missing."""
+    n = len(response.results[0].values) if response.results else 0
+    matrix = np.empty((n, len(columns)), dtype=np.float64)
+    for j, column in enumerate(columns):
+        values = response.results[position[column]].values
+        matrix[:, j] = (codes(texts(values), categories[column]) if column in categories
+                        else floats(values))
+    return matrix
+
+
+def texts(values) -> list[str | None]:
+    """Feast Value protos -> strings, None for null."""
+    return [v.string_val if v.WhichOneof("val") == "string_val" else None for v in values]
 
 
 def floats(values) -> np.ndarray:

@@ -60,6 +60,7 @@ class PropensityScorer:
     horizon_days: float
     reference: dict[str, dict[str, float]] = field(default_factory=dict)
     calibration: Mapping[str, Any] | None = None  # training.calibration's map, if any
+    categories: Mapping[str, Sequence[str]] | None = None  # the model's categorical columns
 
     @classmethod
     def from_metadata(cls, booster: xgb.Booster, metadata: Mapping[str, Any], model_tag: str,
@@ -71,13 +72,16 @@ class PropensityScorer:
         if metadata["task"] != TASK:
             raise ValueError(f"model {model_tag} was trained for task {metadata['task']!r}, "
                              f"not {TASK!r}")
-        reader = UserFeatureReader(store, metadata["feature_service"], metadata["features"])
+        reader = UserFeatureReader(store, metadata["feature_service"], metadata["features"],
+                                   metadata.get("categories"))
         return cls(booster, reader, model_tag, float(metadata["horizon_days"]),
-                   stored_quantiles(metadata), metadata.get("calibration"))
+                   stored_quantiles(metadata), metadata.get("calibration"),
+                   metadata.get("categories"))
 
     def scores(self, user_ids: Sequence[str]) -> list[UserPropensity]:
         rows = self.reader.rows(user_ids)
-        p, why = explained(self.booster, self.reader.columns, rows.matrix, self.calibration)
+        p, why = explained(self.booster, self.reader.columns, rows.matrix, self.calibration,
+                           self.categories)
         return [
             UserPropensity(user_id=user, propensity=float(prob), cold_user=bool(cold),
                            churn_risk=None if cold else 1.0 - float(prob), reasons=r)

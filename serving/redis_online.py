@@ -31,8 +31,10 @@ from serving.online import (
     CATEGORY_KEY,
     ITEM_KEY,
     USER_KEY,
+    Categories,
     FeatureRows,
     OnlineFeatureReader,
+    needs_request_time,
     resolve_service,
 )
 
@@ -62,13 +64,17 @@ class _Hash:
 
 
 def online_reader(store: FeatureStore, feature_service: str, columns: Sequence[str],
-                  cache: ItemCache | None = None) -> OnlineFeatureReader | RedisFeatureReader:
+                  cache: ItemCache | None = None, categories: Categories | None = None
+                  ) -> OnlineFeatureReader | RedisFeatureReader:
     """The reader /rank and /predict use: the direct one (with `cache`) where Feast's layout is
-    a single Redis server's, Feast's get_online_features elsewhere (SQLite, Redis Cluster or
-    Sentinel)."""
-    if redis_layout.supports(store.config):
+    a single Redis server's and the model takes numbers only, from stored rows alone (the v1
+    services); Feast's get_online_features elsewhere (SQLite, Redis Cluster or Sentinel, and
+    models with categories or request-time features)."""
+    plain = not categories and not needs_request_time(
+        store, store.get_feature_service(feature_service))
+    if plain and redis_layout.supports(store.config):
         return RedisFeatureReader(store, feature_service, columns, cache)
-    return OnlineFeatureReader(store, feature_service, columns)
+    return OnlineFeatureReader(store, feature_service, columns, categories)
 
 
 class RedisFeatureReader:

@@ -41,7 +41,12 @@ class Reason(_Strict):
     feature: str = Field(
         description="A model input, by its Feast full feature name (view__feature).")
     value: float | None = Field(
-        description="The input's value for this score; null when it was missing.")
+        description="The input's value for this score; null when it was missing or is a "
+                    "category.")
+    category: str | None = Field(
+        default=None,
+        description="For a categorical input (a v2 model's attributes): its category; null when "
+                    "missing or never seen in training. Absent for numeric inputs.")
     contribution: float = Field(
         description="The input's signed contribution (SHAP value) to the score's margin, in "
                     "log-odds: positive raises the probability, negative lowers it. All inputs' "

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from serving.online import OnlineFeatureReader
+from serving.online import Categories, OnlineFeatureReader
 from serving.redis_online import RedisFeatureReader
 from serving.schemas import REASONS_PER_SCORE, PredictRequest, RankRequest
 from training.calibration import Calibration, apply
@@ -24,7 +24,8 @@ if TYPE_CHECKING:
 
 
 def explained(booster: xgb.Booster, columns: list[str], matrix: np.ndarray,
-              calibration: Calibration | None = None) -> tuple[np.ndarray, list[list[dict]]]:
+              calibration: Calibration | None = None, categories: Categories | None = None
+              ) -> tuple[np.ndarray, list[list[dict]]]:
     """P(positive) per row and its top reasons (the fields of `Reason`), from one pass over the
     trees: a row's contributions and the bias sum to its margin (XGBoost's identity, checked in
     the tests), whose sigmoid is the probability of a binary:logistic model, which every Persona
@@ -38,9 +39,19 @@ def explained(booster: xgb.Booster, columns: list[str], matrix: np.ndarray,
     order, values, pushes = top_contributions(matrix, contribs, REASONS_PER_SCORE)
     names = np.asarray(columns, dtype=object)[order].tolist()
     values = np.where(np.isnan(values), None, values).tolist()  # a missing value is null
-    reasons = [[{"feature": f, "value": v, "contribution": c} for f, v, c in zip(*row)]
+    reasons = [[reason(f, v, c, categories) for f, v, c in zip(*row)]
                for row in zip(names, values, pushes.tolist())]
     return apply(calibration, 1.0 / (1.0 + np.exp(-margin))), reasons
+
+
+def reason(feature: str, value: float | None, contribution: float,
+           categories: Categories | None) -> dict:
+    """A `Reason`'s fields; a categorical feature's code is named by its category."""
+    if categories and feature in categories:
+        category = None if value is None else categories[feature][int(value)]
+        return {"feature": feature, "value": None, "contribution": contribution,
+                "category": category}
+    return {"feature": feature, "value": value, "contribution": contribution}
 
 
 @dataclass(frozen=True)
@@ -56,10 +67,12 @@ class Scorer:
     reader: OnlineFeatureReader | RedisFeatureReader
     model_tag: str
     calibration: Calibration | None = None
+    categories: Categories | None = None
 
     def explained(self, matrix: np.ndarray) -> tuple[np.ndarray, list[list[dict]]]:
         """P(conversion) and reasons per row."""
-        return explained(self.booster, self.reader.columns, matrix, self.calibration)
+        return explained(self.booster, self.reader.columns, matrix, self.calibration,
+                         self.categories)
 
     def rank(self, request: RankRequest) -> dict:
         """A `RankResponse`."""

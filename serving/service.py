@@ -27,8 +27,7 @@ from bentoml.exceptions import NotFound, ServiceUnavailable
 from pydantic_core import to_json
 from starlette.responses import JSONResponse, Response
 
-from persona.core.catalog import CONVERSION_SERVICE, PROPENSITY_SERVICE
-from persona.core.settings import MODEL_TAG, PROPENSITY_TAG, Settings, library_defaults
+from persona.core.settings import PROPENSITY_TAG, Settings, library_defaults
 from serving import MODEL_NAME, SERVICE_NAME, resolve_model_tag, resolve_propensity_tag
 from serving.auth import ApiKeyMiddleware
 from serving.breaker import Breaker
@@ -93,20 +92,6 @@ def load_booster(stored: bentoml.Model):
     return booster
 
 
-# The feature services whose models this service reads features for. Version 2 needs the
-# request time and the category encoding online, which the readers do not provide yet.
-SERVABLE_SERVICES = (CONVERSION_SERVICE, PROPENSITY_SERVICE)
-
-
-def check_servable(metadata: dict, tag: str) -> None:
-    """Refuse a model trained on a feature service the service cannot read yet."""
-    service = metadata.get("feature_service")
-    if service not in SERVABLE_SERVICES:
-        raise ModelRefused(f"model {tag} was trained on {service}, which the service cannot "
-                           f"serve yet (it serves {', '.join(SERVABLE_SERVICES)}); pin {MODEL_TAG} "
-                           f"or {PROPENSITY_TAG} to a model trained on one of those")
-
-
 def check_inputs(booster, features: list[str], tag: str) -> None:
     """The metadata's feature list is the booster's input, in the booster's order."""
     names = booster.feature_names
@@ -159,16 +144,17 @@ class PersonaService:
         settings = Settings.from_env()
         store = feature_store(settings)
         try:
-            check_servable(metadata, str(stored.tag))
             booster = load_booster(stored)
             check_inputs(booster, metadata["features"], str(stored.tag))
             try:
                 reader = online_reader(store, metadata["feature_service"],
-                                       metadata["features"], ItemCache.from_settings(settings))
+                                       metadata["features"], ItemCache.from_settings(settings),
+                                       metadata.get("categories"))
             except ValueError as exc:
                 raise ModelRefused(f"model {stored.tag} does not match the registered feature "
                                    f"service: {exc}") from exc
-            self.scorer = Scorer(booster, reader, str(stored.tag), metadata.get("calibration"))
+            self.scorer = Scorer(booster, reader, str(stored.tag), metadata.get("calibration"),
+                                 metadata.get("categories"))
             self.propensity_scorer = self._propensity_scorer(store, settings)
         except ModelRefused as exc:
             stop_server(exc)
@@ -190,7 +176,6 @@ class PersonaService:
         if stored is None:
             logger.warning("%s; /propensity answers 503", NO_PROPENSITY_MODEL)
             return None
-        check_servable(stored.info.metadata, str(stored.tag))
         booster = load_booster(stored)
         check_inputs(booster, stored.info.metadata["features"], str(stored.tag))
         try:

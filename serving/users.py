@@ -9,6 +9,7 @@ error.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -17,7 +18,15 @@ import numpy as np
 from feast import FeatureService, FeatureStore
 
 from persona.core.catalog import PROFILE_SERVICE
-from serving.online import USER_KEY, floats, found_rows, resolve_service
+from persona.core.schema import REQUEST_TIME
+from serving.online import (
+    USER_KEY,
+    Categories,
+    found_rows,
+    model_matrix,
+    needs_request_time,
+    resolve_service,
+)
 from serving.schemas import FeatureValue
 
 ACTIVITY_VIEW = "user_activity"  # a row here means the user was active within its window
@@ -38,9 +47,13 @@ class UserFeatureReader:
     must include `user_activity`, whose row decides whether a user is cold. Checked once, here.
     """
 
-    def __init__(self, store: FeatureStore, feature_service: str, columns: Sequence[str]):
+    def __init__(self, store: FeatureStore, feature_service: str, columns: Sequence[str],
+                 categories: Categories | None = None):
         self._store = store
-        self._service: FeatureService = resolve_service(store, feature_service, columns)
+        self._categories = dict(categories or {})
+        self._service: FeatureService = resolve_service(store, feature_service, columns,
+                                                        self._categories)
+        self._request_time = needs_request_time(store, self._service)
         self.columns = list(columns)
         _check_user_keyed(store, self._service)
         self._activity_column = _first_column_of(self._service, ACTIVITY_VIEW)
@@ -48,13 +61,13 @@ class UserFeatureReader:
     def rows(self, user_ids: Sequence[str]) -> UserRows:
         """One row per requested user, in order, duplicates included (each user is read once)."""
         unique = list(dict.fromkeys(user_ids))
+        rows: dict[str, list] = {USER_KEY: unique}
+        if self._request_time:
+            rows[REQUEST_TIME] = [time.time()] * len(unique)
         response = self._store.get_online_features(
-            features=self._service, entity_rows={USER_KEY: unique}, full_feature_names=True,
-        ).proto
+            features=self._service, entity_rows=rows, full_feature_names=True).proto
         position = {name: i for i, name in enumerate(response.metadata.feature_names.val)}
-        read = np.empty((len(unique), len(self.columns)), dtype=np.float64)
-        for j, column in enumerate(self.columns):
-            read[:, j] = floats(response.results[position[column]].values)
+        read = model_matrix(response, position, self.columns, self._categories)
         found = found_rows(response.results[position[self._activity_column]])
         index = {user: i for i, user in enumerate(unique)}
         take = np.fromiter((index[u] for u in user_ids), dtype=np.intp, count=len(user_ids))
@@ -122,9 +135,13 @@ def python_value(value) -> FeatureValue:
 
 
 def _check_user_keyed(store: FeatureStore, service: FeatureService) -> None:
-    """Every view of the service is keyed by the user alone (one online row per user)."""
+    """Every view of the service is keyed by the user alone (one online row per user); its
+    on-demand views compute from those."""
     views = {fv.name: fv for fv in store.list_feature_views()}
+    on_demand = {v.name for v in store.list_on_demand_feature_views()}
     for projection in service.feature_view_projections:
+        if projection.name in on_demand:
+            continue
         view = views.get(projection.name)
         if view is None or {c.name for c in view.entity_columns} != {USER_KEY}:
             raise ValueError(f"feature service {service.name!r}: view {projection.name!r} is "

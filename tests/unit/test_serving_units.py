@@ -308,13 +308,3 @@ def test_breaker_fails_fast_for_its_cool_off_then_lets_a_request_try() -> None:
     breaker.trip()
     breaker.reset()  # the readiness probe read the store
     assert not breaker.is_open()
-
-
-@pytest.mark.parametrize("service", ["conversion_v2", "propensity_v2", None])
-def test_a_model_of_a_feature_service_the_readers_cannot_serve_is_refused(service) -> None:
-    from serving.service import ModelRefused, check_servable
-
-    with pytest.raises(ModelRefused, match=f"trained on {service}.*PERSONA_MODEL_TAG"):
-        check_servable({"feature_service": service}, "persona-conversion:x")
-    for servable in ("conversion_v1", "propensity_v1"):
-        check_servable({"feature_service": servable}, "persona-conversion:x")
