@@ -50,16 +50,30 @@ def generate(
     out: Annotated[Path, typer.Option(help="Directory to write events/users/items into.")],
     users: Annotated[int, typer.Option(help="Number of users.")] = 5000,
     items: Annotated[int, typer.Option(help="Number of items.")] = 1000,
-    days: Annotated[int, typer.Option(help="Days of history.")] = 60,
+    days: Annotated[int | None, typer.Option(
+        help="Days of history (default 60; 548 for the cohort profile).")] = None,
     seed: Annotated[int, typer.Option(help="Random seed: same seed, same bytes.")] = 0,
     fmt: Annotated[str, typer.Option("--format", help="parquet or csv.")] = "parquet",
+    profile: Annotated[str, typer.Option(
+        help="browsing (views, carts and purchases) or cohort (purchase-only, one acquisition "
+             "quarter, date-stamped).")] = "browsing",
 ) -> None:
     """Write a synthetic shop log that follows the data contract."""
+    from persona.synthetic_cohort import COHORT_DAYS, generate_cohort
     from persona.synthetic_shop import generate_shop, write_shop
 
+    makers = {"browsing": (generate_shop, 60), "cohort": (generate_cohort, COHORT_DAYS)}
+    if profile not in makers:
+        _fail(ValueError(f"unknown profile {profile!r}; choose one of {sorted(makers)}"))
+    make, default_days = makers[profile]
+    days = default_days if days is None else days
     with steps("generate") as on_step:
-        on_step(f"{users} users x {items} items x {days} days")
-        paths = write_shop(generate_shop(users, items, days, seed), out, fmt)
+        on_step(f"{profile}: {users} users x {items} items x {days} days")
+        try:
+            shop = make(users, items, days, seed)
+        except ValueError as exc:
+            _fail(exc)
+        paths = write_shop(shop, out, fmt)
     for name, path in paths.items():
         console.print(f"{name}: {path}")
 
@@ -137,6 +151,9 @@ def train(
     features: Annotated[str | None, typer.Option(
         help="Feature service version, e.g. conversion_v2 or propensity_v2 (default v1).")
     ] = None,
+    tune: Annotated[bool, typer.Option(
+        "--tune", help="Search the booster's parameters on the end of the training period first."
+    )] = False,
 ) -> None:
     """Train a model on point-in-time features and save it to the BentoML store."""
     from expectations.gate import DataQualityError
@@ -149,7 +166,7 @@ def train(
         cut = parse_as_of(until) if until else None
         with steps(f"train {task}") as on_step:
             result = run(_settings(home), task=task, horizon_days=horizon_days, until=cut,
-                         features=features, on_step=on_step)
+                         features=features, tune=tune, on_step=on_step)
     except (DataQualityError, ValueError) as exc:
         _fail(exc)
     console.print(f"model {result.tag}; report {result.report_path}")

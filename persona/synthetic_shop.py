@@ -201,7 +201,7 @@ def generate_shop(
     rng = np.random.default_rng(seed)
     end_s = int(end.timestamp())
     start_s = end_s - days * DAY
-    items, item_state = _make_items(rng, n_items, start_s, days)
+    items, item_state = make_catalogue(rng, n_items, start_s, days)
     users, user_state = _make_users(rng, n_users, start_s, days, item_state)
     views = _browse(rng, user_state, item_state, start_s, end_s, days)
     carts, purchases, returns = _funnel(rng, views, user_state, item_state, start_s, end_s)
@@ -212,7 +212,7 @@ def generate_shop(
     return Shop(events=events, users=users, items=items)
 
 
-def _make_items(
+def make_catalogue(
     rng: np.random.Generator, n_items: int, start_s: int, days: int
 ) -> tuple[pd.DataFrame, _ItemState]:
     """Catalogue: categories, brands with quality and price level, items with popularity."""
@@ -241,11 +241,11 @@ def _make_items(
     promo = rng.random((n_items, n_weeks)) < 0.06
     discount = np.where(promo, rng.choice([0.1, 0.15, 0.2, 0.3], (n_items, n_weeks)), 0.0)
     frame = pd.DataFrame({
-        "item_id": _ids("I", n_items, 6),
+        "item_id": make_ids("I", n_items, 6),
         "category": np.array([c.name for c in CATEGORIES], dtype=object)[category],
         "brand": brand_names[brand],
         "list_price": list_price.astype(np.float64),
-        "created_timestamp": _utc(created),
+        "created_timestamp": utc_seconds(created),
     })[list(ITEMS.required)]
     sampler = _GroupSampler.build(category, popularity, n_cat)
     return frame, _ItemState(category, quality, list_price, created, discount, sampler)
@@ -270,8 +270,8 @@ def _make_users(
     signup = np.where(in_window, start_s + rng.integers(1, days * DAY + 1, n_users),
                       start_s - rng.integers(0, 3 * 365 * DAY, n_users))
     frame = pd.DataFrame({
-        "user_id": _ids("U", n_users, 7),
-        "signup_timestamp": _utc(signup),
+        "user_id": make_ids("U", n_users, 7),
+        "signup_timestamp": utc_seconds(signup),
         "age_band": np.array(AGE_BANDS, dtype=object)[age],
         "gender": np.array(GENDERS, dtype=object)[gender],
         "region": np.array(REGIONS, dtype=object)[region],
@@ -405,7 +405,7 @@ def _event_frame(
         "user_id": users["user_id"].to_numpy()[log.user],
         "item_id": items["item_id"].to_numpy()[log.item],
         "event_type": np.array(EVENT_TYPES, dtype=object)[log.kind],
-        "event_timestamp": _utc(log.t),
+        "event_timestamp": utc_seconds(log.t),
         "quantity": log.qty.astype(np.int64),
         "price": _price(state, log.item, log.t, start_s),
     })
@@ -443,7 +443,7 @@ def _iso_timestamps(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _ids(prefix: str, n: int, width: int) -> np.ndarray:
+def make_ids(prefix: str, n: int, width: int) -> np.ndarray:
     """Zero-padded string ids, e.g. U0000042; wider only when n needs it (keeps sort order)."""
     width = max(width, len(str(n - 1)))
     return np.array([f"{prefix}{k:0{width}d}" for k in range(n)], dtype=object)
@@ -458,7 +458,7 @@ def _brand_names(rng: np.random.Generator, n: int) -> np.ndarray:
     return np.array([a[x] + b[y] + c[z] for x, y, z in zip(i, j, k)], dtype=object)
 
 
-def _utc(seconds: np.ndarray) -> pd.Series:
+def utc_seconds(seconds: np.ndarray) -> pd.Series:
     """Unix seconds as a datetime64[ns, UTC] column."""
     return pd.Series(pd.to_datetime(np.asarray(seconds, np.int64), unit="s", utc=True))
 

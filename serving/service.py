@@ -216,10 +216,13 @@ class PersonaService:
     def _stored_model(self) -> bentoml.Model:
         """The model to load. Served from a built Bento, it is the version the Bento recorded:
         the class attribute's `:latest` would otherwise be resolved again, at start-up, to
-        whatever is newest in the model store (BentoML re-pins only Hugging Face models)."""
+        whatever is newest in the model store (BentoML re-pins only Hugging Face models).
+        Otherwise the settings' tag (PERSONA_MODEL_TAG, else the latest) in the model store as
+        the instance starts: the class attribute resolves once per process, and several
+        services with other model stores can live in one (tests/worlds.in_process_service)."""
         bento = PersonaService.bento
         if bento is None:
-            return self.model
+            return bentoml.models.get(resolve_model_tag(settings=Settings.from_env()))
         info = next(s for s in bento.info.services if s.name == SERVICE_NAME)
         return bentoml.models.get(next(m.tag for m in info.models if m.tag.name == MODEL_NAME))
 

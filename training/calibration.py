@@ -3,8 +3,9 @@
 Marketing uses the numbers, not only the order, and a booster's raw output drifts from the
 observed rates (early stopping, class balance, a validation period unlike training). Two maps
 are fitted on the first part (by time) of the calibration slice and compared by log loss on
-the rest: isotonic regression (scikit-learn's `IsotonicRegression`) and Platt scaling (a
-logistic regression on the log-odds), against leaving the output as it is. The winner is refit
+the rest: isotonic regression (scikit-learn's `IsotonicRegression`; only with enough positives,
+as its steps tie scores) and Platt scaling (a logistic regression on the log-odds), against
+leaving the output as it is. The winner is refit
 on the whole slice and saved in the model's metadata as plain numbers, no pickle: the isotonic
 breakpoints, applied as scikit-learn applies them (linear interpolation, clipped at the ends),
 or Platt's slope and intercept. `apply` is the one function training, batch scoring and the
@@ -25,6 +26,10 @@ Calibration = Mapping[str, Any]  # {"method": "isotonic" | "platt" | "none", ...
 IDENTITY: dict[str, Any] = {"method": "none"}
 EPS = 1e-6
 FIT_SHARE = 0.5  # the first half of the slice fits the candidates, the second half chooses
+# Isotonic regression is a step function: on few positives its steps are coarse and tie the
+# scores of rows the booster told apart (a ranking lost); below this many positives in the
+# fitting half only Platt scaling, strictly increasing, is tried.
+MIN_ISOTONIC_POSITIVES = 1000
 
 
 def _logit(p: np.ndarray) -> np.ndarray:
@@ -65,7 +70,8 @@ def fit_calibration(p: np.ndarray, y: np.ndarray) -> dict[str, Any]:
     if len(np.unique(fit_y)) < 2 or len(np.unique(check_y)) < 2:
         return {**IDENTITY, "chosen_by": "too few positives to fit a map"}
     losses = {}
-    for fitter in (_isotonic, _platt):
+    fitters = (_isotonic, _platt) if fit_y.sum() >= MIN_ISOTONIC_POSITIVES else (_platt,)
+    for fitter in fitters:
         candidate = fitter(fit_p, fit_y)
         losses[candidate["method"]] = log_loss(check_y, np.clip(apply(candidate, check_p), EPS,
                                                                 1 - EPS), labels=[0, 1])

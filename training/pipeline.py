@@ -29,6 +29,7 @@ from training.reference import reference_quantiles
 from training.retrieval import TrainingFrame, training_frame
 from training.split import TimeSplit, time_split
 from training.tasks import TrainingTask, training_task
+from training.tuning import tune as search
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +154,7 @@ def _split(data: Labelled, valid_days: int | None, gap_days: int | None) -> Time
 
 
 def _metadata(data: Labelled, settings: Settings, split: TimeSplit, fitted: FitResult,
-              metrics: dict) -> dict:
+              metrics: dict, tuning: dict | None) -> dict:
     """The metadata serving relies on (see training.model_store.REQUIRED_METADATA), plus how
     the model was fitted and, for propensity, the reference quantiles of its features."""
     manifest, tf = data.manifest, data.frame
@@ -176,6 +177,8 @@ def _metadata(data: Labelled, settings: Settings, split: TimeSplit, fitted: FitR
         "n_train": len(split.train),
         "n_valid": len(split.valid),
     }
+    if tuning is not None:
+        meta["tuning"] = tuning
     if data.until is not None:
         meta["until"] = pd.Timestamp(data.until).isoformat()
     if not data.task.per_user_ranking:
@@ -187,7 +190,8 @@ def _metadata(data: Labelled, settings: Settings, split: TimeSplit, fitted: FitR
     return meta
 
 
-def _report_info(data: Labelled, tag: str, split: TimeSplit, fitted: FitResult) -> dict:
+def _report_info(data: Labelled, tag: str, split: TimeSplit, fitted: FitResult,
+                 tuning: dict | None) -> dict:
     """What the report page says about the run."""
     spec = data.task
     notes = [] if spec.per_user_ranking else [
@@ -203,11 +207,11 @@ def _report_info(data: Labelled, tag: str, split: TimeSplit, fitted: FitResult) 
             "best_iteration": fitted.best_iteration, "n_valid": len(split.valid),
             "gap_days": (split.valid_from - split.train_until) / timedelta(days=1),
             "until": None if data.until is None else pd.Timestamp(data.until).isoformat(),
-            "calibration": fitted.calibration["method"], "notes": notes}
+            "calibration": fitted.calibration["method"], "tuning": tuning, "notes": notes}
 
 
 def _report_and_save(settings: Settings, data: Labelled, split: TimeSplit, fitted: FitResult,
-                     on_step: Step) -> tuple[str, dict, Path]:
+                     on_step: Step, tuning: dict | None = None) -> tuple[str, dict, Path]:
     """Plots first (into a staging directory), then the model, then the page that names its
     tag; the report is published only once the model is saved."""
     spec = data.task
@@ -225,11 +229,13 @@ def _report_and_save(settings: Settings, data: Labelled, split: TimeSplit, fitte
         segments = ("\n" + report_section(split.valid, probabilities, staging)
                     if spec.name == "propensity" else "")
         on_step("saving the model")
-        tag = save_model(fitted.booster, _metadata(data, settings, split, fitted, metrics))
+        tag = save_model(fitted.booster, _metadata(data, settings, split, fitted, metrics,
+                                                   tuning))
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    page = report.render(evaluation, fitted.booster, _report_info(data, tag, split, fitted))
+    page = report.render(evaluation, fitted.booster,
+                         _report_info(data, tag, split, fitted, tuning))
     page += segments
     (staging / report.REPORT).write_text(page)
     path = report.publish(staging, settings.reports_dir, tag.split(":", 1)[1],
@@ -249,6 +255,7 @@ def train(
     raw: RawTables | None = None,
     features: str | None = None,
     params: ModelParams = DEFAULT_PARAMS,
+    tune: bool = False,
     on_step: Step = lambda _: None,
 ) -> TrainResult:
     """Train, evaluate, report and save the task's model on the current offline version.
@@ -257,12 +264,14 @@ def train(
     after a gap of one horizon; propensity labels weekly snapshots (`every_days`) over 30 days
     and validates on the latest fully labelled one. `until` trains on what was known then.
     `raw` replaces reading the raw directory recorded by ingest; `features` names another
-    version of the task's feature service. Nothing is saved unless every stage succeeded.
+    version of the task's feature service; `tune` searches the booster's parameters on the end
+    of the training period first (training.tuning). Nothing is saved unless every stage
+    succeeded.
     """
     data = labelled_frame(settings, task, horizon_days=horizon_days, until=until,
                           every_days=every_days, raw=raw, features=features, on_step=on_step)
     return train_labelled(settings, data, valid_days=valid_days, gap_days=gap_days,
-                          params=params, on_step=on_step)
+                          params=params, tune=tune, on_step=on_step)
 
 
 def train_labelled(
@@ -272,14 +281,19 @@ def train_labelled(
     valid_days: int | None = None,
     gap_days: int | None = None,
     params: ModelParams = DEFAULT_PARAMS,
+    tune: bool = False,
     on_step: Step = lambda _: None,
 ) -> TrainResult:
-    """Split, fit, evaluate, report and save from a frame `labelled_frame` already built."""
+    """Split, (tune,) fit, evaluate, report and save from a frame `labelled_frame` built."""
     split = _split(data, valid_days, gap_days)
     data = replace(data, frame=data.frame._replace(frame=None),  # the split holds the rows
                    categories=learn(split.train, data.frame.features))
+    tuning = None
+    if tune:
+        params, tuning = search(split.train, data.frame.features, params, data.categories,
+                                on_step=on_step)
     on_step(f"fitting on {len(split.train)} rows")
     fitted = fit(split.train, data.frame.features, params, data.categories)
     on_step(f"evaluating on {len(split.valid)} rows")
-    tag, metrics, path = _report_and_save(settings, data, split, fitted, on_step)
+    tag, metrics, path = _report_and_save(settings, data, split, fitted, on_step, tuning)
     return TrainResult(tag, metrics, path, len(split.train), len(split.valid))

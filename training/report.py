@@ -105,6 +105,25 @@ def _fmt(value: object) -> str:
     return str(value)
 
 
+def tuning_section(tuning: dict | None) -> list[str]:
+    """The parameter search, when one ran: each candidate's change to the defaults and its log
+    loss on the tuning period (the end of the training period; validation was never seen)."""
+    if not tuning:
+        return []
+    window = tuning["tuned_on"]
+    lines = ["## Tuning", "",
+             f"Candidates fitted on the training rows up to {window['fit_until']} and scored on "
+             f"{window['tuning_from']} .. {window['tuning_until']}; the chosen one was refit on "
+             "the whole training period.", "",
+             "| candidate | change to the defaults | tuning log loss | trees |",
+             "|---|---|---|---|"]
+    for i, c in enumerate(tuning["candidates"]):
+        change = ", ".join(f"{k}={v}" for k, v in c["change"].items()) or "defaults"
+        mark = " (chosen)" if i == tuning["chosen"] else ""
+        lines.append(f"| {i + 1}{mark} | {change} | {c['log_loss']:.4f} | {c['trees']} |")
+    return [*lines, ""]
+
+
 def metrics_table(ev: Evaluation) -> list[str]:
     """Model and baselines side by side, one row per metric the evaluation computed."""
     names = list(ev.metrics)
@@ -150,6 +169,7 @@ def render(ev: Evaluation, booster: xgb.Booster, info: dict) -> str:
         "each baseline an isotonic map from its score to the positive rate, fitted on the "
         "training rows.",
         "",
+        *tuning_section(info.get("tuning")),
         "## Plots",
         "",
         *(f"![{kind}]({name})" for kind, name in PLOTS.items()),

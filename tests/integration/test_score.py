@@ -107,7 +107,8 @@ def test_backtest_reproduces_the_training_frame_predictions(settings: Settings, 
     assert result.time_column == "event_timestamp" and result.chunks == 3
     assert scored["user_id"].tolist() == frame["user_id"].tolist()
     assert (scored["event_timestamp"] == frame["event_timestamp"].to_numpy()).all()
-    np.testing.assert_allclose(scored["score"], predict(booster, frame, meta["features"]),
+    np.testing.assert_allclose(scored["score"], predict(booster, frame, meta["features"],
+                                       calibration=meta["calibration"]),
                                rtol=1e-6)
 
 
@@ -128,7 +129,8 @@ def test_conversion_scores_candidate_pairs_point_in_time(settings: Settings, mod
                                     "model_tag", "reasons"]
     assert len(scored) == len(twice)
     np.testing.assert_allclose(scored["score"].iloc[:400],
-                               predict(booster, frame, meta["features"]), rtol=1e-6)
+                               predict(booster, frame, meta["features"],
+                                       calibration=meta["calibration"]), rtol=1e-6)
     np.testing.assert_array_equal(scored["score"].iloc[400:405], scored["score"].iloc[:5])
     assert scored["score"].iloc[-2:].between(0, 1).all()  # cold user, unknown item: scored
 

@@ -43,7 +43,7 @@ def trained(world: World, tmp_path_factory: pytest.TempPathFactory) -> Trained:
     with model_store(home):
         conversion = train(settings, features="conversion_v2", raw=raw)
         propensity = train(settings, task="propensity", horizon_days=7, every_days=3,
-                           features="propensity_v2", raw=raw)
+                           features="propensity_v2", raw=raw, tune=True)
     return Trained(home, conversion, propensity)
 
 
@@ -119,3 +119,12 @@ def test_v2_conversion_ranks_with_its_categories_and_equals_the_offline_store(
     scores = [i["score"] for i in ranked.json()["items"]]
     assert scores == sorted(scores, reverse=True)
 
+
+
+def test_the_tuned_model_records_a_search_that_never_saw_validation(trained: Trained) -> None:
+    _, metadata = _metadata(trained.home, trained.propensity.tag, "propensity")
+    tuning, window = metadata["tuning"], metadata["training_window"]
+    assert len(tuning["candidates"]) > 1 and 0 <= tuning["chosen"] < len(tuning["candidates"])
+    assert pd.Timestamp(tuning["tuned_on"]["tuning_until"]) <= pd.Timestamp(
+        window["train_until"]) < pd.Timestamp(window["valid_from"])
+    assert "## Tuning" in trained.propensity.report_path.read_text()

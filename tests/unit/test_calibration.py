@@ -23,7 +23,7 @@ def test_a_fitted_map_lowers_the_calibration_error_on_new_rows() -> None:
     raw, y = _overconfident(4000, seed=0)
     calibration = fit_calibration(raw, y)
     assert calibration["method"] in {"isotonic", "platt"}
-    assert set(calibration["log_loss_of_candidates"]) == {"isotonic", "platt", "none"}
+    assert set(calibration["log_loss_of_candidates"]) == {"platt", "none"}  # few positives
     stored = json.loads(json.dumps(calibration))  # plain numbers: metadata, no pickle
     fresh, truth = _overconfident(4000, seed=1)
     _, before = calibration_bins(truth, fresh)
@@ -31,6 +31,11 @@ def test_a_fitted_map_lowers_the_calibration_error_on_new_rows() -> None:
     assert after < before / 2
     grid = np.linspace(0, 1, 101)
     assert np.all(np.diff(apply(stored, grid)) >= -1e-12)  # monotone: the ranking is kept
+
+
+def test_isotonic_competes_only_with_enough_positives() -> None:
+    raw, y = _overconfident(12_000, seed=3)
+    assert set(fit_calibration(raw, y)["log_loss_of_candidates"]) == {"isotonic", "platt", "none"}
 
 
 def test_well_calibrated_outputs_keep_a_near_identity_map() -> None:
