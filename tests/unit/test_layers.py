@@ -17,7 +17,7 @@ LAYERS = [
     ("serving",),
     ("training",),
     ("persona.featurestore", "persona.profiling"),
-    ("feature_repo", "persona.data", "persona.synthetic_shop"),
+    ("feature_repo", "persona.data", "persona.synthetic_shop", "persona.synthetic_cohort"),
     ("expectations",),
     ("persona.core", "persona"),
 ]
