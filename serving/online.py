@@ -8,7 +8,10 @@ order recorded in the model's metadata. Reading them takes two Feast calls:
    category affinity, and the on-demand features come from the shared transform through Feast.
 
 A user or item the online store does not know is flagged cold and scored with missing values
-(XGBoost routes NaN down each tree's default branch); it is never an error.
+(XGBoost routes NaN down each tree's default branch); it is never an error. For a v2 service the
+rows also carry the request's arrival as `request_epoch_s` (the recency transforms' "now"), and
+a categorical column is turned into the model's codes (`training.categories`), an unseen
+category into a missing value.
 """
 
 from __future__ import annotations

@@ -40,6 +40,9 @@ class ModelParams:
     colsample_bytree: float = 0.6
     reg_lambda: float = 1.0
     max_bin: int = 256
+    # categorical features with at most this many categories split one category against the
+    # rest: partition splits over a handful of attribute values overfit (measured on the cohort)
+    max_cat_to_onehot: int = 8
     num_boost_round: int = 2000
     early_stopping_rounds: int = 50
     holdout_fraction: float = 0.15
@@ -112,6 +115,7 @@ def booster_params(params: ModelParams) -> dict:
         "colsample_bytree": p["colsample_bytree"],
         "lambda": p["reg_lambda"],
         "max_bin": p["max_bin"],
+        "max_cat_to_onehot": p["max_cat_to_onehot"],
         "seed": p["seed"],
         "nthread": threads(p["nthread"]),
         "verbosity": 1,
