@@ -23,7 +23,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def cohort() -> Shop:
-    return generate_cohort(2000, 200, seed=0)
+    return generate_cohort(1500, 200, seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +33,7 @@ def home(tmp_path_factory: pytest.TempPathFactory, cohort: Shop) -> Settings:
 
 @pytest.fixture(scope="module")
 def trained(home: Settings, model_store: Path) -> TrainResult:
-    return train(home, task="propensity", horizon_days=90, every_days=14,
+    return train(home, task="propensity", horizon_days=90, every_days=28,
                  features="propensity_v2")
 
 
