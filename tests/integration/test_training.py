@@ -131,7 +131,7 @@ def test_a_v2_row_counts_the_pairs_events_strictly_before_it(shop: Shop, full: S
     labels = conversion_labels(shop.events, shop.items)
     frame = training_frame(feature_store(full), labels, "conversion_v2").frame
     events = shop.events
-    rows = frame.sample(n=400, random_state=1)
+    rows = frame.sample(n=250, random_state=1)
     same_day = 0
     for row in rows.itertuples(index=False):
         pair = events[(events["user_id"] == row.user_id) & (events["item_id"] == row.item_id)

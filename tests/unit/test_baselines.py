@@ -36,7 +36,7 @@ def test_fitted_baselines_exist_only_with_the_prior_features(task: str) -> None:
 
 def test_fitted_baselines_learn_from_train_and_score_validation() -> None:
     spec = TRAINING_TASKS["conversion"]
-    train, valid = _frame(6000, 0, spec.prior_features), _frame(3000, 1, spec.prior_features)
+    train, valid = _frame(3000, 0, spec.prior_features), _frame(1500, 1, spec.prior_features)
     model = valid[spec.prior_features[0]].to_numpy()
     evaluation = evaluate(train, valid, model, fitted=spec.fitted_baselines(
         spec.prior_features))
