@@ -25,7 +25,7 @@ from feast import FeatureService, FeatureStore
 from feast.protos.feast.serving.ServingService_pb2 import FieldStatus
 
 from persona.core.schema import REQUEST_TIME
-from training.categories import codes
+from training.categories import Categories, codes
 
 USER_KEY = "user_id"
 ITEM_KEY = "item_id"
@@ -34,7 +34,6 @@ CATALOG_VIEW = "item_catalog"
 # A row was found (PRESENT) or found with a null value (NULL_VALUE); see found_rows for Redis.
 _FOUND = (FieldStatus.PRESENT, FieldStatus.NULL_VALUE)
 NUMERIC_KINDS = {"Int32", "Int64", "Float32", "Float64", "Bool"}
-Categories = Mapping[str, Sequence[str]]  # a model's categorical columns and their values
 
 
 @dataclass(frozen=True)
@@ -85,10 +84,9 @@ class OnlineFeatureReader:
             # An unknown item has no category: "" matches no affinity row.
             CATEGORY_KEY: [categories.get(i) or "" for i in item_ids],
         }
-        if self._request_time:
-            rows[REQUEST_TIME] = [time.time()] * len(item_ids)
         response = self._store.get_online_features(
-            features=self._service, entity_rows=rows, full_feature_names=True).proto
+            features=self._service, entity_rows=at_request_time(rows, self._request_time),
+            full_feature_names=True).proto
         position = {name: i for i, name in enumerate(response.metadata.feature_names.val)}
         matrix = model_matrix(response, position, self.columns, self._categories)
         user_found = np.zeros(len(item_ids), dtype=bool)
@@ -162,6 +160,15 @@ def needs_request_time(store: FeatureStore, service: FeatureService) -> bool:
     on_demand = {v.name: v for v in store.list_on_demand_feature_views()}
     return any(on_demand[p.name].source_request_sources
                for p in service.feature_view_projections if p.name in on_demand)
+
+
+def at_request_time(rows: dict[str, list], needed: bool) -> dict[str, list]:
+    """Entity rows with the request's arrival as `request_epoch_s` when the service's recency
+    transforms read it (`needs_request_time`)."""
+    if not needed:
+        return rows
+    n = len(next(iter(rows.values()))) if rows else 0
+    return {**rows, REQUEST_TIME: [time.time()] * n}
 
 
 def model_matrix(response, position: Mapping[str, int], columns: Sequence[str],

@@ -31,12 +31,12 @@ from serving.online import (
     CATEGORY_KEY,
     ITEM_KEY,
     USER_KEY,
-    Categories,
     FeatureRows,
     OnlineFeatureReader,
     needs_request_time,
     resolve_service,
 )
+from training.categories import Categories
 
 
 @dataclass

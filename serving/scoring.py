@@ -13,10 +13,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from serving.online import Categories, OnlineFeatureReader
+from serving.online import OnlineFeatureReader
 from serving.redis_online import RedisFeatureReader
 from serving.schemas import REASONS_PER_SCORE, PredictRequest, RankRequest
 from training.calibration import Calibration, apply
+from training.categories import Categories, category_of
 from training.explain import contributions, top_contributions
 
 if TYPE_CHECKING:
@@ -48,9 +49,8 @@ def reason(feature: str, value: float | None, contribution: float,
            categories: Categories | None) -> dict:
     """A `Reason`'s fields; a categorical feature's code is named by its category."""
     if categories and feature in categories:
-        category = None if value is None else categories[feature][int(value)]
         return {"feature": feature, "value": None, "contribution": contribution,
-                "category": category}
+                "category": category_of(categories, feature, value)}
     return {"feature": feature, "value": value, "contribution": contribution}
 
 

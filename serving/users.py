@@ -9,7 +9,6 @@ error.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,16 +17,16 @@ import numpy as np
 from feast import FeatureService, FeatureStore
 
 from persona.core.catalog import PROFILE_SERVICE
-from persona.core.schema import REQUEST_TIME
 from serving.online import (
     USER_KEY,
-    Categories,
+    at_request_time,
     found_rows,
     model_matrix,
     needs_request_time,
     resolve_service,
 )
 from serving.schemas import FeatureValue
+from training.categories import Categories
 
 ACTIVITY_VIEW = "user_activity"  # a row here means the user was active within its window
 
@@ -61,11 +60,10 @@ class UserFeatureReader:
     def rows(self, user_ids: Sequence[str]) -> UserRows:
         """One row per requested user, in order, duplicates included (each user is read once)."""
         unique = list(dict.fromkeys(user_ids))
-        rows: dict[str, list] = {USER_KEY: unique}
-        if self._request_time:
-            rows[REQUEST_TIME] = [time.time()] * len(unique)
         response = self._store.get_online_features(
-            features=self._service, entity_rows=rows, full_feature_names=True).proto
+            features=self._service,
+            entity_rows=at_request_time({USER_KEY: unique}, self._request_time),
+            full_feature_names=True).proto
         position = {name: i for i, name in enumerate(response.metadata.feature_names.val)}
         read = model_matrix(response, position, self.columns, self._categories)
         found = found_rows(response.results[position[self._activity_column]])

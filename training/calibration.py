@@ -48,6 +48,11 @@ def _platt(p: np.ndarray, y: np.ndarray) -> dict[str, Any]:
     return {"method": "platt", "a": float(fitted.coef_[0, 0]), "b": float(fitted.intercept_[0])}
 
 
+def clipped_log_loss(y: np.ndarray, p: np.ndarray) -> float:
+    """Log loss with probabilities kept inside (EPS, 1 - EPS), both classes declared."""
+    return float(log_loss(y, np.clip(np.asarray(p, np.float64), EPS, 1 - EPS), labels=[0, 1]))
+
+
 def apply(calibration: Calibration | None, p: np.ndarray) -> np.ndarray:
     """Calibrated probabilities for raw ones (unchanged without a calibration)."""
     p = np.asarray(p, np.float64)
@@ -73,9 +78,8 @@ def fit_calibration(p: np.ndarray, y: np.ndarray) -> dict[str, Any]:
     fitters = (_isotonic, _platt) if fit_y.sum() >= MIN_ISOTONIC_POSITIVES else (_platt,)
     for fitter in fitters:
         candidate = fitter(fit_p, fit_y)
-        losses[candidate["method"]] = log_loss(check_y, np.clip(apply(candidate, check_p), EPS,
-                                                                1 - EPS), labels=[0, 1])
-    losses["none"] = log_loss(check_y, np.clip(check_p, EPS, 1 - EPS), labels=[0, 1])
+        losses[candidate["method"]] = clipped_log_loss(check_y, apply(candidate, check_p))
+    losses["none"] = clipped_log_loss(check_y, check_p)
     best = min(losses, key=losses.get)
     chosen = {"isotonic": _isotonic, "platt": _platt}.get(best)
     result = chosen(p, y) if chosen else dict(IDENTITY)

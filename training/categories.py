@@ -50,6 +50,13 @@ def matrix(frame: pd.DataFrame, features: Sequence[str], categories: Categories 
     return out
 
 
+def category_of(categories: Categories, feature: str, code: float | None) -> str | None:
+    """The category a code of `feature` stands for; None for a missing value."""
+    if code is None or np.isnan(code):
+        return None
+    return categories[feature][int(code)]
+
+
 def feature_types(features: Sequence[str], categories: Categories | None = None) -> list[str]:
     """XGBoost's type of each feature: "c" for a categorical one, "q" for a number."""
     categories = categories or {}

@@ -24,6 +24,8 @@ from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from training.model import fit, predict
+
 LABEL = "label"
 MODEL = "model"
 PRIORS_LOGISTIC = "priors_logistic"
@@ -132,8 +134,6 @@ def xgboost_on(features: Sequence[str]) -> FittedBaseline:
     """Persona's own booster, early stopping and calibration included, on `features` alone:
     what the full feature set must beat to earn its complexity."""
     def score(train: pd.DataFrame, valid: pd.DataFrame) -> np.ndarray:
-        from training.model import fit, predict
-
         fitted = fit(train, list(features))
         return predict(fitted.booster, valid, list(features), calibration=fitted.calibration)
     return score

@@ -14,7 +14,7 @@ from math import isnan
 import numpy as np
 import xgboost as xgb
 
-from training.categories import Categories
+from training.categories import Categories, category_of
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ def top_reasons(features: list[str], matrix: np.ndarray, contribs: np.ndarray, k
 
     def reason(name: str, value: float, push: float) -> Reason:
         if name in categories:
-            return Reason(name, None, push, None if isnan(value) else categories[name][int(value)])
+            return Reason(name, None, push, category_of(categories, name, value))
         return Reason(name, None if isnan(value) else value, push)
 
     return [[reason(*entry) for entry in zip(*row)]

@@ -12,10 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
 
-import numpy as np
 import pandas as pd
-from sklearn.metrics import log_loss
 
+from training.calibration import clipped_log_loss
 from training.categories import Categories
 from training.model import LABEL, TIME, ModelParams, fit, holdout_split, predict
 
@@ -45,8 +44,8 @@ def tune(train: pd.DataFrame, features: list[str], base: ModelParams,
         params = replace(base, **change)
         fitted = fit(inner, features, params, categories)
         p = predict(fitted.booster, tuning, features, categories, fitted.calibration)
-        tried.append({"change": dict(change), "log_loss": float(log_loss(
-            y, np.clip(p, 1e-6, 1 - 1e-6), labels=[0, 1])), "trees": fitted.best_iteration + 1})
+        tried.append({"change": dict(change), "log_loss": clipped_log_loss(y, p),
+                      "trees": fitted.best_iteration + 1})
     best = min(range(len(tried)), key=lambda i: tried[i]["log_loss"])
     chosen = replace(base, **candidates[best])
     record = {
