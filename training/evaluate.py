@@ -24,12 +24,14 @@ from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from training.model import fit, predict
+from training import bgnbd
+from training.model import DEFAULT_PARAMS, ModelParams, fit, predict
 
 LABEL = "label"
 MODEL = "model"
 PRIORS_LOGISTIC = "priors_logistic"
 PRIORS_XGBOOST = "priors_xgboost"
+BG_NBD = "bg_nbd"
 UNCALIBRATED = "model_uncalibrated"  # the booster's own output, before its calibration map
 POPULARITY = "item_popularity"
 ACTIVITY = "user_activity"
@@ -42,6 +44,8 @@ EPS = 1e-6
 N_BINS = 10
 K = 10
 LIFT = "top_decile_lift"
+GAIN = "model_auc_gain"  # the model's ROC AUC minus the scorer's, with a bootstrap interval
+BOOTSTRAP = 200
 # Days since the last purchase of a user who never bought: ranked after every buyer.
 NEVER = 1e6
 Baseline = Callable[[pd.DataFrame], np.ndarray]
@@ -130,18 +134,30 @@ def logistic_on(features: Sequence[str]) -> FittedBaseline:
     return score
 
 
-def xgboost_on(features: Sequence[str]) -> FittedBaseline:
-    """Persona's own booster, early stopping and calibration included, on `features` alone:
-    what the full feature set must beat to earn its complexity."""
+def xgboost_on(features: Sequence[str], params: ModelParams = DEFAULT_PARAMS) -> FittedBaseline:
+    """Persona's own booster (the task's parameters), early stopping and calibration included,
+    on `features` alone: what the full feature set must beat to earn its complexity."""
     def score(train: pd.DataFrame, valid: pd.DataFrame) -> np.ndarray:
-        fitted = fit(train, list(features))
+        fitted = fit(train, list(features), params)
         return predict(fitted.booster, valid, list(features), calibration=fitted.calibration)
     return score
 
 
-def prior_baselines(features: Sequence[str]) -> dict[str, FittedBaseline]:
+def prior_baselines(features: Sequence[str], params: ModelParams = DEFAULT_PARAMS
+                    ) -> dict[str, FittedBaseline]:
     """The two fitted baselines on a task's prior features."""
-    return {PRIORS_LOGISTIC: logistic_on(features), PRIORS_XGBOOST: xgboost_on(features)}
+    return {PRIORS_LOGISTIC: logistic_on(features), PRIORS_XGBOOST: xgboost_on(features, params)}
+
+
+def bgnbd_on(horizon_days: int) -> FittedBaseline:
+    """The BG/NBD model (training.bgnbd) fitted on the customers of the latest training
+    snapshot, each summarised as of that snapshot; its probability of a purchase within the
+    horizon scores validation."""
+    def score(train: pd.DataFrame, valid: pd.DataFrame) -> np.ndarray:
+        latest = train[train[TIME] == train[TIME].max()]
+        params = bgnbd.fit_bgnbd(bgnbd.customers(latest))
+        return bgnbd.p_purchase(params, bgnbd.customers(valid), horizon_days / bgnbd.WEEK_DAYS)
+    return score
 
 
 def calibrate(train_scores: np.ndarray, train_y: np.ndarray, scores: np.ndarray) -> np.ndarray:
@@ -202,6 +218,46 @@ def top_decile_lift(y: np.ndarray, scores: np.ndarray, seed: int = 0) -> float:
     return float(y[top].mean() / y.mean())
 
 
+def _weighted_auc(inverse: np.ndarray, y: np.ndarray, w: np.ndarray) -> float:
+    """ROC AUC with row weights, ties counted half: `inverse` is each row's rank among the
+    scorer's distinct scores (np.unique's inverse), so one resample costs two bincounts."""
+    pos = np.bincount(inverse, w * y)
+    neg = np.bincount(inverse, w * (1 - y))
+    below = np.cumsum(neg) - neg
+    return float((pos * (below + 0.5 * neg)).sum() / (pos.sum() * neg.sum()))
+
+
+def auc_gains(y: np.ndarray, users: np.ndarray, scores: dict[str, np.ndarray],
+              reference: str = MODEL, n: int = BOOTSTRAP, seed: int = 0) -> dict[str, dict]:
+    """For each scorer, `reference`'s ROC AUC minus its own, with a 90% interval from a paired
+    bootstrap over users (a user's rows are drawn together, every scorer on the same draws):
+    whether the model beats a baseline, or only ties it within the validation set's noise."""
+    if len(np.unique(y)) < 2:
+        return {}
+    codes, distinct = pd.factorize(users)
+    rng = np.random.default_rng(seed)
+    weights = [np.bincount(rng.integers(0, len(distinct), len(distinct)),
+                           minlength=len(distinct))[codes].astype(float) for _ in range(n)]
+    inverse = {name: np.unique(np.asarray(s, float), return_inverse=True)[1]
+               for name, s in scores.items()}
+    ones = np.ones(len(y))
+    y = y.astype(float)
+
+    def aucs(name: str) -> np.ndarray:
+        return np.array([_weighted_auc(inverse[name], y, w) for w in weights])
+
+    ref_point, ref_draws = _weighted_auc(inverse[reference], y, ones), aucs(reference)
+    out = {}
+    for name in scores:
+        if name == reference:
+            continue
+        draws = ref_draws - aucs(name)
+        low, high = np.quantile(draws, [0.05, 0.95])
+        out[name] = {"gain": ref_point - _weighted_auc(inverse[name], y, ones),
+                     "low": float(low), "high": float(high)}
+    return out
+
+
 def metrics(y: np.ndarray, users: np.ndarray, scored: Scored, ndcg: bool = True) -> dict:
     """ROC AUC, PR AUC, top-decile lift and (when rows are ranked per user) NDCG@10 on scores;
     log loss, ECE and bins on probabilities."""
@@ -246,6 +302,9 @@ def evaluate(train: pd.DataFrame, valid: pd.DataFrame, model_probabilities: np.n
     users = valid["user_id"].to_numpy()
     result = Evaluation(y=y, users=users, scored=scored)
     result.metrics = {name: metrics(y, users, s, ndcg) for name, s in scored.items()}
+    gains = auc_gains(y, users, {name: s.scores for name, s in scored.items()})
+    for name, gain in gains.items():
+        result.metrics[name][GAIN] = gain
     return result
 
 

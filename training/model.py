@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -51,6 +51,11 @@ class ModelParams:
 
 
 DEFAULT_PARAMS = ModelParams()
+# Propensity has one row per user and snapshot: a few thousand users, strongly correlated rows and
+# a smooth recency x frequency surface. Shallow, slow, column-sampled trees fitted it better on
+# both generated shops (cohort ROC AUC 0.863 -> 0.868, browsing 0.763 -> 0.769 for
+# propensity_v2); conversion keeps the defaults.
+SHALLOW_PARAMS = replace(DEFAULT_PARAMS, max_depth=3, eta=0.02, colsample_bytree=0.4)
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from training import report
 from training.calibration import apply
 from training.categories import learn
 from training.evaluate import evaluate, summary
-from training.model import DEFAULT_PARAMS, FitResult, ModelParams, fit, predict
+from training.model import FitResult, ModelParams, fit, predict
 from training.model_store import save_model
 from training.reference import reference_quantiles
 from training.retrieval import TrainingFrame, training_frame
@@ -219,7 +219,7 @@ def _report_and_save(settings: Settings, data: Labelled, split: TimeSplit, fitte
     probabilities = apply(fitted.calibration, raw)
     evaluation = evaluate(split.train, split.valid, probabilities, spec.baselines,
                           ndcg=spec.per_user_ranking, uncalibrated=raw,
-                          fitted=spec.fitted_baselines(data.frame.features))
+                          fitted=spec.fitted_baselines(data.frame.features, data.horizon_days))
     metrics = summary(evaluation)
     on_step("writing the report")
     settings.reports_dir.mkdir(parents=True, exist_ok=True)
@@ -254,7 +254,7 @@ def train(
     every_days: int = SNAPSHOT_EVERY_DAYS,
     raw: RawTables | None = None,
     features: str | None = None,
-    params: ModelParams = DEFAULT_PARAMS,
+    params: ModelParams | None = None,
     tune: bool = False,
     on_step: Step = lambda _: None,
 ) -> TrainResult:
@@ -264,7 +264,8 @@ def train(
     after a gap of one horizon; propensity labels weekly snapshots (`every_days`) over 30 days
     and validates on the latest fully labelled one. `until` trains on what was known then.
     `raw` replaces reading the raw directory recorded by ingest; `features` names another
-    version of the task's feature service; `tune` searches the booster's parameters on the end
+    version of the task's feature service; `params` replaces the task's booster defaults
+    (training.tasks); `tune` searches the booster's parameters on the end
     of the training period first (training.tuning). Nothing is saved unless every stage
     succeeded.
     """
@@ -280,12 +281,13 @@ def train_labelled(
     *,
     valid_days: int | None = None,
     gap_days: int | None = None,
-    params: ModelParams = DEFAULT_PARAMS,
+    params: ModelParams | None = None,
     tune: bool = False,
     on_step: Step = lambda _: None,
 ) -> TrainResult:
     """Split, (tune,) fit, evaluate, report and save from a frame `labelled_frame` built."""
     split = _split(data, valid_days, gap_days)
+    params = data.task.params if params is None else params
     data = replace(data, frame=data.frame._replace(frame=None),  # the split holds the rows
                    categories=learn(split.train, data.frame.features))
     tuning = None

@@ -19,7 +19,7 @@ import xgboost as xgb  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from sklearn.metrics import precision_recall_curve, roc_curve  # noqa: E402
 
-from training.evaluate import LIFT, Evaluation, K  # noqa: E402
+from training.evaluate import GAIN, LIFT, Evaluation, K  # noqa: E402
 
 PLOTS = {"roc": "roc.png", "pr": "pr.png", "calibration": "calibration.png",
          "importance": "importance.png"}
@@ -100,6 +100,8 @@ def write_plots(ev: Evaluation, booster: xgb.Booster, directory: Path) -> dict[s
 
 
 def _fmt(value: object) -> str:
+    if isinstance(value, dict):  # a gain with its interval (training.evaluate.auc_gains)
+        return f"{value['gain']:+.4f} [{value['low']:+.4f}, {value['high']:+.4f}]"
     if isinstance(value, float):
         return "n/a" if np.isnan(value) else f"{value:.4f}"
     return str(value)
@@ -131,6 +133,9 @@ def metrics_table(ev: Evaluation) -> list[str]:
     lines = ["| metric | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
     for key in keys:
         lines.append(f"| {key} | " + " | ".join(_fmt(ev.metrics[n][key]) for n in names) + " |")
+    if any(GAIN in m for m in ev.metrics.values()):
+        lines.append(f"| {GAIN} (90% interval) | " + " | ".join(
+            _fmt(ev.metrics[n][GAIN]) if GAIN in ev.metrics[n] else "-" for n in names) + " |")
     return lines
 
 
@@ -167,7 +172,9 @@ def render(ev: Evaluation, booster: xgb.Booster, info: dict) -> str:
         f"({info.get('calibration', 'none')}, fitted on the early-stopping holdout at the end "
         "of the training period; `model_uncalibrated` is the booster's own output), and for "
         "each baseline an isotonic map from its score to the positive rate, fitted on the "
-        "training rows.",
+        f"training rows. `{GAIN}` is the model's ROC AUC minus the column's, with a 90% "
+        "interval from a paired bootstrap over validation users: an interval across zero "
+        "is a tie within the validation set's noise.",
         "",
         *tuning_section(info.get("tuning")),
         "## Plots",

@@ -16,14 +16,18 @@ import pandas as pd
 
 from persona.core.catalog import MODELS, ModelSpec
 from persona.data.raw import RawTables
+from training.bgnbd import FEATURES as BGNBD_FEATURES
 from training.evaluate import (
+    BG_NBD,
     CONVERSION_BASELINES,
     PROPENSITY_BASELINES,
     Baseline,
     FittedBaseline,
+    bgnbd_on,
     prior_baselines,
 )
 from training.labels import conversion_labels, propensity_labels
+from training.model import DEFAULT_PARAMS, SHALLOW_PARAMS, ModelParams
 from training.retrieval import CONVERSION_ROWS, PROPENSITY_ROWS, EntityRows
 
 _HORIZON = re.compile(r"^\s*(\d+)\s*d\s*$")
@@ -48,12 +52,19 @@ class TrainingTask:
     # the smoothed priors (and, for propensity, RFM-style lifetime features) the fitted
     # baselines use alone, when the frame has them
     prior_features: tuple[str, ...] = ()
+    params: ModelParams = DEFAULT_PARAMS  # the booster's defaults for this task
+    buy_till_you_die: bool = False  # a BG/NBD baseline when the frame has its features
 
-    def fitted_baselines(self, features: Sequence[str]) -> dict[str, FittedBaseline]:
-        """The baselines fitted on the prior features, when `features` include them all."""
-        if not self.prior_features or not set(self.prior_features) <= set(features):
-            return {}
-        return prior_baselines(self.prior_features)
+    def fitted_baselines(self, features: Sequence[str], horizon_days: int
+                         ) -> dict[str, FittedBaseline]:
+        """The baselines fitted on the prior features, when `features` include them all, and
+        for a buy-till-you-die task the BG/NBD model of purchases within the horizon."""
+        fitted: dict[str, FittedBaseline] = {}
+        if self.prior_features and set(self.prior_features) <= set(features):
+            fitted.update(prior_baselines(self.prior_features, self.params))
+        if self.buy_till_you_die and set(BGNBD_FEATURES) <= set(features):
+            fitted[BG_NBD] = bgnbd_on(horizon_days)
+        return fitted
 
     @property
     def name(self) -> str:
@@ -120,6 +131,7 @@ TRAINING_TASKS: dict[str, TrainingTask] = {
                         "user_recency__days_since_latest_event",
                         "user_lifetime__purchase_days_lifetime", "user_lifetime__spend_lifetime",
                         "user_lifetime__conversion_prior", "user_recency__recency_to_gap_ratio"),
+        params=SHALLOW_PARAMS, buy_till_you_die=True,
     ),
 }
 
