@@ -11,8 +11,11 @@ lambda's posterior given alive being Gamma(r + x, alpha + T).
 Purchases are counted in purchase days (a date-stamped export cannot tell two orders of a day
 apart) and time in weeks. Birth is the first purchase; a user who has not bought yet is born at
 sign-up with x = 0. pymc-marketing holds the same model, but its last release for Python 3.11
-(0.19.2) brings PyMC, PyTensor and numba and took 15 s to fit 3,000 customers; `lifetimes` is
-unmaintained since 2020. This closed form fits in milliseconds with SciPy.
+(0.19.2) brings 50-odd packages (PyMC, PyTensor, numba) and took 47 s for a first MAP fit of
+3,000 customers; `lifetimes` is unmaintained since 2020. This closed form fits them in 0.1 s
+with SciPy; on the same simulated customers its P(alive) was within 0.005 of pymc-marketing's
+(identical given the same parameters; the small gap is MAP's priors against plain maximum
+likelihood).
 """
 
 from __future__ import annotations
