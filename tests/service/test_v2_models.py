@@ -22,6 +22,7 @@ from training.calibration import apply
 from training.categories import matrix
 from training.model_store import load_model
 from training.pipeline import TrainResult, train
+from training.tasks import TRAINING_TASKS
 
 pytestmark = pytest.mark.integration
 
@@ -42,8 +43,11 @@ def trained(world: World, tmp_path_factory: pytest.TempPathFactory) -> Trained:
     raw = RawTables(shop.events, shop.users, shop.items, {})
     with model_store(home):
         conversion = train(settings, features="conversion_v2", raw=raw)
+        # what is served, not how well it ranks: a faster learning rate keeps the seven fits
+        # of the search short
         propensity = train(settings, task="propensity", horizon_days=7, every_days=3,
-                           features="propensity_v2", raw=raw, tune=True)
+                           features="propensity_v2", raw=raw, tune=True,
+                           params=replace(TRAINING_TASKS["propensity"].params, eta=0.1))
     return Trained(home, conversion, propensity)
 
 
