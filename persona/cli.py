@@ -85,12 +85,18 @@ def ingest(
     home: HomeOpt = None,
     interval: Annotated[str | None, typer.Option(
         help="Snapshot interval, e.g. 1d (default) or 1h.")] = None,
+    timestamp_format: Annotated[str | None, typer.Option(
+        help="strptime layout of text timestamps, e.g. '%m/%d/%Y %H:%M' (default: ISO 8601 "
+             "or epoch seconds).")] = None,
+    dedupe: Annotated[bool, typer.Option(
+        help="Drop events repeating an earlier event_id instead of refusing the batch.")] = False,
 ) -> None:
     """Validate a raw directory, compute point-in-time snapshots, publish and register them."""
     from expectations.gate import DataQualityError
     from persona.core.contract import ContractError
     from persona.core.settings import parse_interval
     from persona.data.locking import BusyError
+    from persona.data.raw import ReadOptions
     from persona.jobs.ingest import ingest as run
 
     settings = _settings(home)
@@ -98,11 +104,15 @@ def ingest(
         settings = replace(settings, snapshot_interval=parse_interval(interval))
     try:
         with steps("ingest") as on_step:
-            manifest = run(settings, raw_dir, on_step)
+            manifest = run(settings, raw_dir, on_step,
+                           options=ReadOptions(timestamp_format, dedupe))
     except (ContractError, DataQualityError, BusyError, ValueError) as exc:
         _fail(exc)
     console.print(f"published version {manifest['version']} "
                   f"(data hash {manifest['data_hash'][:12]})")
+    if manifest["duplicate_event_ids_dropped"]:
+        console.print(f"dropped {manifest['duplicate_event_ids_dropped']} event(s) repeating an "
+                      "earlier event_id (--dedupe)")
     console.print(json.dumps(manifest["rows"]))
 
 

@@ -10,8 +10,9 @@ model describes, and what propensity, churn and win-back scores are for. `person
   purchase days follow a Poisson process of rate lambda. Age band, region and membership
   level (drawn at sign-up) tilt the rate, so the attributes carry signal.
 * An order holds 1 + Poisson(0.3) distinct items drawn by catalogue popularity, quantity 1-3 at
-  list price. Purchases are stamped with their date (midnight UTC), so several on one day are
-  possible, as in date-stamped exports; the log has no views or cart adds.
+  list price. Purchases are stamped with their date (midnight UTC) and carry no event id, as in
+  date-stamped exports: two orders of one day can hold rows alike in every column, separate
+  transactions all the same. The log has no views or cart adds.
 
 The catalogue is the browsing shop's (`persona.synthetic_shop.make_catalogue`), all of it on sale
 before the cohort arrives.
@@ -82,10 +83,12 @@ def generate_cohort(n_users: int, n_items: int, days: int = COHORT_DAYS, seed: i
     day = np.concatenate([signup_day, np.floor(later).astype(np.int64)])
     per_order = 1 + rng.poisson(0.3, len(buyer))
     line_user, line_day = np.repeat(buyer, per_order), np.repeat(day, per_order)
+    line_order = np.repeat(np.arange(len(buyer)), per_order)
     # a category in proportion to the catalogue, then an item in it by popularity
     category = item_state.category[rng.integers(0, n_items, len(line_user))]
     item = item_state.sampler.draw(rng, category)
-    lines = pd.DataFrame({"u": line_user, "i": item, "d": line_day}).drop_duplicates()
+    lines = pd.DataFrame({"o": line_order, "u": line_user, "i": item, "d": line_day}
+                         ).drop_duplicates(["o", "i"])  # an order's items are distinct
     quantity = rng.choice([1, 1, 1, 2, 3], len(lines))
     users = pd.DataFrame({
         "user_id": make_ids("U", n_users, 7),
@@ -104,9 +107,9 @@ def generate_cohort(n_users: int, n_items: int, days: int = COHORT_DAYS, seed: i
         "event_timestamp": utc_seconds(start_s + stamp_day * DAY).to_numpy(),
         "quantity": quantity.astype(np.int64),
         "price": item_state.list_price[lines["i"].to_numpy()].astype(np.float64),
+        "event_id": None,
     })
-    events = events[stamp_day < days].drop_duplicates(
-        ["user_id", "item_id", "event_type", "event_timestamp"])
+    events = events[stamp_day < days]
     events = events.sort_values(["event_timestamp", "user_id", "item_id"], kind="stable")
     return Shop(events=events.reset_index(drop=True)[[*EVENTS.required, *EVENTS.optional]],
                 users=users, items=items)

@@ -408,6 +408,7 @@ def _event_frame(
         "event_timestamp": utc_seconds(log.t),
         "quantity": log.qty.astype(np.int64),
         "price": _price(state, log.item, log.t, start_s),
+        "event_id": None,  # a log without ids: rows are never merged for being alike
     })
     return frame[list(EVENTS.required + EVENTS.optional)]
 

@@ -16,7 +16,7 @@ import pandas as pd
 
 from persona.core.settings import Settings
 from persona.data.offline import current_manifest
-from persona.data.raw import RawTables, read_raw
+from persona.data.raw import RawTables, read_ingested
 from persona.featurestore.config import feature_store
 from persona.profiling.segments import report_section
 from training import report
@@ -65,11 +65,10 @@ def _raw(manifest: dict, raw: RawTables | None) -> RawTables:
     """The raw tables the current offline version was computed from (or the ones given)."""
     if raw is not None:
         return raw
-    raw_dir = manifest.get("raw_dir")
-    if not raw_dir or not Path(raw_dir).exists():
-        raise TrainingError(f"the raw directory of offline version {manifest.get('version')} "
-                            f"({raw_dir}) is not available; re-run persona ingest")
-    return read_raw(Path(raw_dir))
+    try:
+        return read_ingested(manifest)
+    except FileNotFoundError as exc:
+        raise TrainingError(str(exc)) from None
 
 
 def _labels_until(manifest: dict, until: pd.Timestamp | None) -> pd.Timestamp | None:

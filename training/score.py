@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 from persona.core.catalog import MODELS
 from persona.core.settings import Settings
 from persona.data.offline import current_manifest
-from persona.data.raw import parse_timestamps, read_raw
+from persona.data.raw import parse_timestamps, read_ingested
 from persona.featurestore.config import feature_store
 from training.calibration import apply
 from training.categories import matrix
@@ -85,11 +85,10 @@ def raw_events(settings: Settings) -> pd.DataFrame:
     manifest = current_manifest(settings.offline_root)
     if manifest is None:
         raise ScoreError(f"no offline data under {settings.offline_root}: run persona ingest first")
-    raw_dir = manifest.get("raw_dir")
-    if not raw_dir or not Path(raw_dir).exists():
-        raise ScoreError(f"the raw directory of offline version {manifest.get('version')} "
-                         f"({raw_dir}) is not available; re-run persona ingest")
-    return read_raw(Path(raw_dir)).events
+    try:
+        return read_ingested(manifest).events
+    except FileNotFoundError as exc:
+        raise ScoreError(str(exc)) from None
 
 
 

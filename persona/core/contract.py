@@ -16,20 +16,23 @@ class TableSpec:
     """Columns of one raw table: required ones, optional ones, and which hold timestamps."""
 
     name: str
-    key: tuple[str, ...]
+    key: tuple[str, ...]  # what must be unique (its missing values never clash)
     required: tuple[str, ...]
     optional: tuple[str, ...] = ()
     timestamps: tuple[str, ...] = ()
     strings: tuple[str, ...] = ()
 
 
+# Events are unique by their optional `event_id` (an order line or event id) only: without one,
+# rows alike in every column are separate transactions (a date-stamped export of a customer who
+# bought the same item twice that day), never merged or refused.
 EVENTS = TableSpec(
     name="events",
-    key=("user_id", "item_id", "event_type", "event_timestamp"),
+    key=("event_id",),
     required=("user_id", "item_id", "event_type", "event_timestamp"),
-    optional=("quantity", "price"),
+    optional=("quantity", "price", "event_id"),
     timestamps=("event_timestamp",),
-    strings=("user_id", "item_id", "event_type"),
+    strings=("user_id", "item_id", "event_type", "event_id"),
 )
 USERS = TableSpec(
     name="users",

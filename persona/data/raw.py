@@ -1,9 +1,10 @@
 """Reading a shop's raw directory into frames that follow the data contract.
 
 Every way a file can break the contract is reported with the file, the column and example rows
-(rows count from 0, header excluded: the frame's index); columns outside the contract are dropped
-with a warning naming them. CSV files are comma-separated UTF-8: other delimiters and encodings
-are refused rather than guessed, since a wrong guess silently garbles prices and text.
+(rows count from 0 after the header, the frame's index; for CSV also the file's line numbers);
+columns outside the contract are dropped with a warning naming them. CSV files are
+comma-separated UTF-8: other delimiters and encodings are refused rather than guessed, since a
+wrong guess silently garbles prices and text.
 """
 
 from __future__ import annotations
@@ -26,6 +27,30 @@ FOREIGN_DELIMITERS = (";", "\t", "|")
 # A time of day followed by an explicit UTC offset: 'Z', '+02', '+0200' or '+02:00'.
 TIME_WITH_OFFSET = r"\d{1,2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?\s*(?:[zZ]|[+-]\d{2}(?::?\d{2})?)$"
 TIME_OF_DAY = r"\d{1,2}:\d{2}"
+TIMESTAMP_FORMATS = ("ISO 8601 dates and times (2026-05-26, 2026-05-26 14:04:05, "
+                     "2026-05-26T14:04:05+02:00), epoch seconds or Parquet timestamps; for "
+                     "another layout pass --timestamp-format (e.g. '%m/%d/%Y %H:%M')")
+CSV_HEADER_LINES = 1
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """How a raw directory is read; ingest records them, so training and scoring re-read the
+    log exactly as it was ingested."""
+
+    timestamp_format: str | None = None  # strptime layout of string timestamps; None: ISO 8601
+    dedupe: bool = False  # drop rows repeating an earlier row's event_id instead of refusing
+
+    def record(self) -> dict:
+        return {"timestamp_format": self.timestamp_format, "dedupe": self.dedupe}
+
+    @classmethod
+    def recorded(cls, manifest: dict) -> ReadOptions:
+        read = manifest.get("read_options") or {}
+        return cls(read.get("timestamp_format"), bool(read.get("dedupe", False)))
+
+
+PLAIN_READ = ReadOptions()
 
 
 @dataclass(frozen=True)
@@ -34,6 +59,17 @@ class RawTables:
     users: pd.DataFrame
     items: pd.DataFrame
     paths: dict[str, Path]
+    duplicate_ids_dropped: int = 0  # with ReadOptions.dedupe
+
+
+def rows_at(index: pd.Index | list, path: Path | None = None) -> str:
+    """'rows [3, 7] (from 0 after the header; file lines [5, 9])' for the first three rows; the
+    line numbers for CSV files only (a quoted value spanning lines would shift them)."""
+    rows = [int(i) for i in list(index)[:3]]
+    text = f"rows {rows} (from 0 after the header"
+    if path is not None and Path(path).suffix == ".csv":
+        text += f"; file lines {[r + CSV_HEADER_LINES + 1 for r in rows]}"
+    return text + ")"
 
 
 def _load(path: Path, spec: TableSpec) -> pd.DataFrame:
@@ -84,30 +120,38 @@ def _not_utf8(path: Path, spec: TableSpec) -> ContractError:
     columns = sorted({column for _, column, _ in cells})
     where = sorted({row for row, _, _ in cells})
     return ContractError(f"{path}: the {spec.name} table is not UTF-8 (latin-1 or another 8-bit "
-                         f"encoding?) in column(s) {columns} at rows {where[:5]}: "
+                         f"encoding?) in column(s) {columns} at {rows_at(where, path)}: "
                          f"{[value for *_, value in cells[:3]]}; save the file as UTF-8")
 
 
-def parse_timestamps(values: pd.Series, where: str) -> pd.Series:
-    """Dates, ISO-8601 strings (offset or not: UTC when none) or epoch seconds -> UTC timestamps.
-    Strings with and without an offset may not share a column (see `_refuse_mixed_zones`)."""
+def parse_timestamps(values: pd.Series, where: str, fmt: str | None = None,
+                     path: Path | None = None) -> pd.Series:
+    """Dates, ISO-8601 strings (offset or not: UTC when none) or epoch seconds -> UTC timestamps;
+    strings in the strptime layout `fmt` when given (UTC unless it has %z). Without `fmt`,
+    strings with and without an offset may not share a column (see `_refuse_mixed_zones`).
+    `path` is the file, for its line numbers in errors."""
+    text = not (pd.api.types.is_datetime64_any_dtype(values)
+                or pd.api.types.is_numeric_dtype(values))
     if pd.api.types.is_datetime64_any_dtype(values):
         naive = values.dt.tz is None
         parsed = values.dt.tz_localize("UTC") if naive else values.dt.tz_convert("UTC")
-    elif pd.api.types.is_numeric_dtype(values):
+    elif not text:
         parsed = pd.to_datetime(values, unit="s", utc=True, errors="coerce")
     else:
-        _refuse_mixed_zones(values, where)
-        parsed = pd.to_datetime(values, utc=True, errors="coerce", format="ISO8601")
+        parsed = pd.to_datetime(values, utc=True, errors="coerce", format=fmt or "ISO8601")
     bad = parsed.isna() & values.notna()
     if bad.any():
         examples = values[bad].head(3).tolist()
-        raise ContractError(f"{where}: unparseable timestamps at rows "
-                            f"{bad[bad].index[:3].tolist()}: {examples}")
+        expected = (f"expected the layout {fmt!r} (--timestamp-format)" if fmt is not None
+                    else f"accepted: {TIMESTAMP_FORMATS}")
+        raise ContractError(f"{where}: unparseable timestamps at {rows_at(bad[bad].index, path)}"
+                            f": {examples}; {expected}")
+    if text and fmt is None:
+        _refuse_mixed_zones(values, where, path)
     return parsed.astype("datetime64[ns, UTC]")
 
 
-def _refuse_mixed_zones(values: pd.Series, where: str) -> None:
+def _refuse_mixed_zones(values: pd.Series, where: str, path: Path | None = None) -> None:
     """Different offsets are fine (each value converts to UTC) and a bare date means midnight UTC,
     but a time of day without an offset next to ones with an offset is ambiguous: it was most
     likely local time, and reading it as UTC would shift it by hours."""
@@ -117,13 +161,14 @@ def _refuse_mixed_zones(values: pd.Series, where: str) -> None:
         return
     naive = text[~aware & text.str.contains(TIME_OF_DAY)]
     if len(naive):
-        raise ContractError(f"{where}: {len(naive)} timestamp(s) without a UTC offset at rows "
-                            f"{naive.index[:3].tolist()} ({naive.head(3).tolist()}) next to "
+        raise ContractError(f"{where}: {len(naive)} timestamp(s) without a UTC offset at "
+                            f"{rows_at(naive.index, path)} ({naive.head(3).tolist()}) next to "
                             f"timestamps with one (e.g. {text[aware].iloc[0]!r}): their time zone "
                             "is ambiguous; give every value an offset, or none (then UTC)")
 
 
-def _normalise(df: pd.DataFrame, spec: TableSpec, path: Path) -> pd.DataFrame:
+def _normalise(df: pd.DataFrame, spec: TableSpec, path: Path, fmt: str | None = None
+               ) -> pd.DataFrame:
     missing = [c for c in spec.required if c not in df.columns]
     if missing:
         raise ContractError(f"{path}: missing required column(s) {missing} in {spec.name}; "
@@ -136,7 +181,7 @@ def _normalise(df: pd.DataFrame, spec: TableSpec, path: Path) -> pd.DataFrame:
         if col in out.columns:
             out[col] = out[col].astype("string").astype(object).where(out[col].notna(), None)
     for col in spec.timestamps:
-        out[col] = parse_timestamps(out[col], f"{path}: column {col}")
+        out[col] = parse_timestamps(out[col], f"{path}: column {col}", fmt, path)
     return out.reset_index(drop=True)
 
 
@@ -149,19 +194,28 @@ def _numeric(df: pd.DataFrame, col: str, path: Path, whole: bool = False) -> pd.
         bad |= values.notna() & (values % 1 != 0)
     if bad.any():
         kind = "a whole number" if whole else "numeric"
-        raise ContractError(f"{path}: column {col} is not {kind} at rows "
-                            f"{bad[bad].index[:3].tolist()}: {df[col][bad].head(3).tolist()}")
+        raise ContractError(f"{path}: column {col} is not {kind} at "
+                            f"{rows_at(bad[bad].index, path)}: {df[col][bad].head(3).tolist()}")
     return values.astype("float64")
 
 
-def read_raw(raw_dir: Path) -> RawTables:
+def read_raw(raw_dir: Path, options: ReadOptions = PLAIN_READ) -> RawTables:
     """Read events, users and items from `raw_dir` (Parquet or CSV each) into contract frames."""
     raw_dir = Path(raw_dir)
+    fmt = options.timestamp_format
     paths = {name: find_table(raw_dir, name) for name in TABLES}
-    users = _normalise(_load(paths["users"], USERS), USERS, paths["users"])
-    items = _normalise(_load(paths["items"], ITEMS), ITEMS, paths["items"])
+    users = _normalise(_load(paths["users"], USERS), USERS, paths["users"], fmt)
+    items = _normalise(_load(paths["items"], ITEMS), ITEMS, paths["items"], fmt)
     items["list_price"] = _numeric(items, "list_price", paths["items"])
-    events = _normalise(_load(paths["events"], EVENTS), EVENTS, paths["events"])
+    events = _normalise(_load(paths["events"], EVENTS), EVENTS, paths["events"], fmt)
+    if "event_id" not in events.columns:
+        events["event_id"] = None
+    repeated = events["event_id"].notna() & events.duplicated("event_id", keep="first")
+    if options.dedupe and repeated.any():
+        log.warning("%s: dropped %d row(s) repeating an earlier event_id (--dedupe)",
+                    paths["events"], int(repeated.sum()))
+        events = events[~repeated].reset_index(drop=True)
+    dropped = int(repeated.sum()) if options.dedupe else 0
     if "quantity" not in events.columns:
         events["quantity"] = 1
     quantity = _numeric(events, "quantity", paths["events"], whole=True)
@@ -172,4 +226,16 @@ def read_raw(raw_dir: Path) -> RawTables:
     for col in USERS.optional:
         if col not in users.columns:
             users[col] = None
-    return RawTables(events=events, users=users, items=items, paths=paths)
+    return RawTables(events=events, users=users, items=items, paths=paths,
+                     duplicate_ids_dropped=dropped)
+
+
+def read_ingested(manifest: dict) -> RawTables:
+    """The raw tables an offline version was computed from, read with the options its ingest
+    used; FileNotFoundError naming the version when the directory is gone."""
+    raw_dir = manifest.get("raw_dir")
+    if not raw_dir or not Path(raw_dir).exists():
+        raise FileNotFoundError(f"the raw directory of offline version "
+                                f"{manifest.get('version')} ({raw_dir}) is not available; "
+                                "re-run persona ingest")
+    return read_raw(Path(raw_dir), ReadOptions.recorded(manifest))

@@ -15,7 +15,7 @@ import pandas as pd
 from persona.core.settings import Settings
 from persona.data import offline, quality
 from persona.data.locking import exclusive
-from persona.data.raw import read_raw
+from persona.data.raw import PLAIN_READ, ReadOptions, read_raw
 from persona.data.snapshots import compute_features
 from persona.featurestore.registry import apply_definitions
 
@@ -23,12 +23,13 @@ Step = Callable[[str], None]
 
 
 def ingest(settings: Settings, raw_dir: Path, on_step: Step = lambda _: None,
-           lock_wait: float = 120.0) -> dict:
+           lock_wait: float = 120.0, options: ReadOptions = PLAIN_READ) -> dict:
     """Validate, compute, publish and register; returns the published version's manifest.
-    A second writer on the same home waits up to `lock_wait` seconds, then fails clearly."""
+    A second writer on the same home waits up to `lock_wait` seconds, then fails clearly.
+    `options` (timestamp layout, dedupe) are recorded, so training re-reads the log alike."""
     with exclusive(settings.lock_path, lock_wait):
         on_step("reading raw tables")
-        raw = read_raw(raw_dir)
+        raw = read_raw(raw_dir, options)
         now = pd.Timestamp.now(tz="UTC")
         on_step("validating raw tables")
         raw_results = quality.check_raw(raw, now, settings.docs_dir)
@@ -40,6 +41,8 @@ def ingest(settings: Settings, raw_dir: Path, on_step: Step = lambda _: None,
         events = raw.events["event_timestamp"]
         manifest = offline.publish(settings.offline_root, features, {
             "raw_dir": str(Path(raw_dir).resolve()),
+            "read_options": options.record(),
+            "duplicate_event_ids_dropped": raw.duplicate_ids_dropped,
             "snapshot_interval_seconds": settings.snapshot_interval.total_seconds(),
             "events_from": events.min().isoformat() if len(events) else None,
             "events_until": events.max().isoformat() if len(events) else None,

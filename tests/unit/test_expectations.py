@@ -33,6 +33,7 @@ def events() -> pd.DataFrame:
         "event_timestamp": ts(5, 4, 3, 0),
         "quantity": np.array([1, 1, 2, 1], dtype="int64"),
         "price": [10.0, 10.0, 0.0, 10.0],
+        "event_id": pd.Series(["e1", "e2", "e3", "e4"], dtype=object),
     })
 
 
@@ -151,9 +152,9 @@ EVENT_CASES = {
                        "expect_column_values_to_be_between(column=price", "-3.5"),
     "quantity 0": (lambda df: df.assign(quantity=[1, 0, 1, 1]),
                    "expect_column_values_to_be_between(column=quantity", "e.g. [0]"),
-    "duplicated event": (lambda df: pd.concat([df, df.iloc[[2]]], ignore_index=True),
-                         "expect_compound_columns_to_be_unique(column_list=[user_id, item_id, "
-                         "event_type, event_timestamp])", "{user_id: 'u2', item_id: 'i2'"),
+    "repeated event id": (lambda df: pd.concat([df, df.iloc[[2]]], ignore_index=True),
+                          "expect_column_values_to_be_unique(column=event_id)",
+                          "at rows [2, 4], e.g. ['e3', 'e3']"),
     "unknown user": (_set("user_id", 3, "u404"),
                      "expect_column_values_to_be_in_set(column=user_id", "'u404'"),
     "unknown item": (_set("item_id", 3, "i404"),
@@ -188,12 +189,16 @@ def test_failure_carries_structured_examples_and_data_docs_path(tmp_path):
     assert f"Data Docs: {error.docs_path}" in str(error)
 
 
-def test_duplicated_event_failure_lists_the_duplicated_rows():
+def test_a_repeated_event_id_fails_naming_it():
     df = pd.concat([events(), events().iloc[[0]]], ignore_index=True)
     (failure,) = raise_gate(events_suite(NOW), df).failures
-    assert failure.column == "user_id,item_id,event_type,event_timestamp"
-    assert failure.examples[0]["user_id"] == "u1" and failure.examples[0]["event_type"] == "view"
-    assert len(failure.examples) == 2
+    assert failure.column == "event_id" and "e1" in str(failure.examples)
+
+
+def test_rows_alike_without_event_ids_are_separate_transactions():
+    # a date-stamped export: the same customer bought the same item twice that day
+    df = pd.concat([events(), events().iloc[[2, 2]]], ignore_index=True).assign(event_id=None)
+    assert run_gate(events_suite(NOW), df).success
 
 
 def test_naive_timestamps_are_refused():

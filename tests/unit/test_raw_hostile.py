@@ -4,7 +4,7 @@
 Already covered elsewhere: a missing required column, and that a batch rejected by a gate or by
 the reader leaves a previous version and the registry untouched
 (tests/integration/test_ingest_gates.py); the gates' own failures for negative prices,
-duplicates and unknown ids (tests/unit/test_expectations.py).
+repeated event ids and unknown ids (tests/unit/test_expectations.py).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from expectations.gate import DataQualityError
 from persona.core.contract import ContractError
 from persona.core.settings import Settings
 from persona.data.quality import check_raw
-from persona.data.raw import parse_timestamps, read_raw
+from persona.data.raw import ReadOptions, parse_timestamps, read_raw, rows_at
 from persona.jobs.ingest import ingest
 from persona.synthetic_shop import Shop, write_shop
 
@@ -59,6 +59,10 @@ def _set(column: str, row: int, value: str) -> Callable[[pd.DataFrame], pd.DataF
     return change
 
 
+def _with_ids(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.assign(event_id=[f"e{i}" for i in range(len(frame))])
+
+
 def _truncated_parquet(raw: Path) -> None:
     data = pd.read_csv(raw / "events.csv").to_parquet()
     (raw / "events.csv").unlink()
@@ -86,7 +90,12 @@ READ_CASES: dict[str, tuple[Mutate, str, list[str]]] = {
     "fractional quantity": (_rewrite("events", _set("quantity", 6, "1.5")), "events.csv",
                             ["column quantity is not a whole number", "rows [6]"]),
     "unparseable timestamp": (_rewrite("users", _set("signup_timestamp", 3, "yesterday")),
-                              "users.csv", ["column signup_timestamp", "rows [3]", "'yesterday'"]),
+                              "users.csv", ["column signup_timestamp", "rows [3]", "'yesterday'",
+                                            "file lines [5]", "accepted: ISO 8601",
+                                            "--timestamp-format"]),
+    "spreadsheet dates": (_rewrite("events", _set("event_timestamp", 2, "5/26/2026 14:04")),
+                          "events.csv", ["rows [2] (from 0 after the header; file lines [4])",
+                                         "'5/26/2026 14:04'", "--timestamp-format"]),
     "naive next to offsets": (_rewrite("events", _mixed_zones), "events.csv",
                               ["column event_timestamp", "rows [5]", "ambiguous"]),
 }
@@ -108,8 +117,9 @@ def test_hostile_file_is_refused_before_anything_is_written(
 
 GATE_CASES: dict[str, tuple[Callable[[pd.DataFrame], pd.DataFrame], list[str]]] = {
     "negative price": (_set("price", 3, "-1.0"), ["column=price", "rows [3]", "-1.0"]),
-    "duplicated event": (lambda f: pd.concat([f, f.iloc[[7]]], ignore_index=True),
-                         ["expect_compound_columns_to_be_unique", "rows [7, "]),
+    "repeated event id": (lambda f: pd.concat([_with_ids(f), _with_ids(f).iloc[[7]]],
+                                              ignore_index=True),
+                          ["column=event_id", "rows [7, ", "'e7'"]),
     "unknown user": (_set("user_id", 5, "U9999999"), ["column=user_id", "rows [5]", "'U9999999'"]),
 }
 
@@ -146,3 +156,50 @@ def test_extra_columns_are_dropped_with_a_warning_naming_them(
     (warning,) = [r.getMessage() for r in caplog.records
                   if "outside the contract" in r.getMessage()]
     assert str(raw_dir / "users.csv") in warning and "['email']" in warning
+
+
+def _spreadsheet_dates(frame: pd.DataFrame) -> pd.DataFrame:
+    """Every timestamp the way a spreadsheet writes it: month/day/year hour:minute."""
+    for column in ("event_timestamp", "signup_timestamp", "created_timestamp"):
+        if column in frame.columns:
+            frame[column] = pd.to_datetime(frame[column]).dt.strftime("%m/%d/%Y %H:%M")
+    return frame
+
+
+def test_an_explicit_timestamp_format_reads_spreadsheet_dates(csv_shop: Path,
+                                                              tmp_path: Path) -> None:
+    def mutate(raw: Path) -> None:
+        for table in ("events", "users", "items"):
+            _rewrite(table, _spreadsheet_dates)(raw)
+    raw_dir = _copy(csv_shop, tmp_path, mutate)
+    with pytest.raises(ContractError, match="accepted: ISO 8601"):
+        read_raw(raw_dir)
+    raw = read_raw(raw_dir, ReadOptions(timestamp_format="%m/%d/%Y %H:%M"))
+    plain = read_raw(csv_shop)
+    assert (raw.events["event_timestamp"] == plain.events["event_timestamp"].dt.floor("min")).all()
+    with pytest.raises(ContractError, match=r"expected the layout '%d.%m.%Y'"):
+        read_raw(raw_dir, ReadOptions(timestamp_format="%d.%m.%Y"))
+
+
+def test_rows_alike_are_kept_and_repeated_event_ids_dropped_only_on_request(
+        csv_shop: Path, tmp_path: Path) -> None:
+    alike = read_raw(_copy(csv_shop, tmp_path / "alike", _rewrite(
+        "events", lambda f: pd.concat([f, f.iloc[[3, 3]]], ignore_index=True))))
+    assert len(alike.events) == len(read_raw(csv_shop).events) + 2  # never merged
+    check_raw(alike, pd.Timestamp.now(tz="UTC"), None)  # nor refused
+    repeated = _copy(csv_shop, tmp_path / "ids", _rewrite(
+        "events", lambda f: pd.concat([_with_ids(f), _with_ids(f).iloc[[3, 5, 5]]],
+                                      ignore_index=True)))
+    kept = read_raw(repeated)
+    assert kept.duplicate_ids_dropped == 0 and kept.events["event_id"].duplicated().sum() == 3
+    deduped = read_raw(repeated, ReadOptions(dedupe=True))
+    assert deduped.duplicate_ids_dropped == 3 and deduped.events["event_id"].is_unique
+    assert deduped.events["event_id"].tolist() == [f"e{i}" for i in range(len(deduped.events))]
+    check_raw(deduped, pd.Timestamp.now(tz="UTC"), None)
+
+
+def test_rows_at_counts_from_zero_and_gives_csv_lines() -> None:
+    assert rows_at([3, 7], Path("events.csv")) == (
+        "rows [3, 7] (from 0 after the header; file lines [5, 9])")
+    assert rows_at([3, 7, 8, 9], Path("events.parquet")) == (
+        "rows [3, 7, 8] (from 0 after the header)")
