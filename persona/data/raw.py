@@ -127,7 +127,7 @@ def _not_utf8(path: Path, spec: TableSpec) -> ContractError:
 def parse_timestamps(values: pd.Series, where: str, fmt: str | None = None,
                      path: Path | None = None) -> pd.Series:
     """Dates, ISO-8601 strings (offset or not: UTC when none) or epoch seconds -> UTC timestamps;
-    strings in the strptime layout `fmt` when given (UTC unless it has %z). Without `fmt`,
+    strings in the strptime layout `fmt` too when given (UTC unless it has %z). Without `fmt`,
     strings with and without an offset may not share a column (see `_refuse_mixed_zones`).
     `path` is the file, for its line numbers in errors."""
     text = not (pd.api.types.is_datetime64_any_dtype(values)
@@ -138,11 +138,14 @@ def parse_timestamps(values: pd.Series, where: str, fmt: str | None = None,
     elif not text:
         parsed = pd.to_datetime(values, unit="s", utc=True, errors="coerce")
     else:
-        parsed = pd.to_datetime(values, utc=True, errors="coerce", format=fmt or "ISO8601")
+        parsed = pd.to_datetime(values, utc=True, errors="coerce", format="ISO8601")
+        if fmt is not None:  # the layout first; ISO 8601 stays accepted beside it
+            parsed = pd.to_datetime(values, utc=True, errors="coerce", format=fmt).fillna(parsed)
     bad = parsed.isna() & values.notna()
     if bad.any():
         examples = values[bad].head(3).tolist()
-        expected = (f"expected the layout {fmt!r} (--timestamp-format)" if fmt is not None
+        expected = (f"expected the layout {fmt!r} (--timestamp-format) or ISO 8601"
+                    if fmt is not None
                     else f"accepted: {TIMESTAMP_FORMATS}")
         raise ContractError(f"{where}: unparseable timestamps at {rows_at(bad[bad].index, path)}"
                             f": {examples}; {expected}")

@@ -12,6 +12,7 @@ import pytest
 from homes import ingested_home
 
 from persona.core.settings import Settings
+from persona.featurestore.config import feature_store
 from persona.synthetic_cohort import generate_cohort
 from persona.synthetic_shop import Shop
 from training.model_store import load_model
@@ -74,3 +75,17 @@ def test_batch_scores_use_the_models_categories_and_calibration(
         if reason["feature"] in meta["categories"]:
             assert pd.isna(reason["value"])
             assert reason["category"] in (*meta["categories"][reason["feature"]], None)
+
+
+def test_rows_alike_in_a_date_stamped_export_are_all_counted(home: Settings,
+                                                             cohort: Shop) -> None:
+    events = cohort.events
+    alike = events[events.duplicated(keep=False)]
+    assert len(alike), "the cohort should hold purchases alike in every column"
+    users = sorted(set(alike["user_id"]))
+    end = events["event_timestamp"].max() + pd.Timedelta(days=1)
+    frame = feature_store(home).get_historical_features(
+        entity_df=pd.DataFrame({"user_id": users, "event_timestamp": [end] * len(users)}),
+        features=["user_lifetime:purchases_lifetime"]).to_df().set_index("user_id")
+    expected = events[events["user_id"].isin(users)].groupby("user_id").size()
+    assert frame["purchases_lifetime"].astype(int).to_dict() == expected.to_dict()

@@ -1,7 +1,9 @@
-"""Thin data through the CLI: a shop that logs only purchases (no views or carts), with the bare
+"""Thin data through the CLI: a real-looking purchase export (no views or carts), with the bare
 contract catalogue, a few dozen users, months between purchases, and CSV files whose timestamps
-are dates, ISO strings with offsets or epoch seconds and whose ids look numeric with leading
-zeros. Ingest and the propensity task work; the conversion task says it needs views."""
+are dates, ISO strings with offsets or spreadsheet dates (`--timestamp-format`), whose ids look
+numeric with leading zeros, whose order lines carry an `event_id` (one of them exported twice:
+`--dedupe`) and where one customer bought the same item twice in one minute (two rows alike but
+for their ids). Ingest and the propensity task work; the conversion task says it needs views."""
 
 from __future__ import annotations
 
@@ -24,12 +26,15 @@ pytestmark = pytest.mark.integration
 N_USERS = 30
 START = pd.Timestamp("2025-04-01", tz="UTC")
 END = pd.Timestamp("2026-06-30", tz="UTC")
+SPREADSHEET = "%m/%d/%Y %H:%M"
 
 
 def thin_shop(out: Path, seed: int = 0) -> dict[str, pd.DataFrame]:
     """users.csv (signup as dates, one user's as an ISO string with an offset), items.csv (the
     contract's columns only; created as ISO strings with offsets), events.csv (purchases only,
-    epoch seconds, no quantity or price). Each user buys every 15-150 days."""
+    spreadsheet dates to the minute, order-line ids, no quantity or price). Each user buys every
+    15-150 days; the first purchase is bought again the same minute (a separate line) and the
+    last line is exported twice."""
     rng = np.random.default_rng(seed)
     user_ids = [f"{n:05d}" for n in rng.choice(99_999, N_USERS, replace=False)]
     item_ids = [f"{n:04d}" for n in range(1, 9)]
@@ -48,9 +53,12 @@ def thin_shop(out: Path, seed: int = 0) -> dict[str, pd.DataFrame]:
         gap = rng.uniform(15, 150)
         t = START + pd.Timedelta(days=float(rng.uniform(0, 60)))
         while t < END:
-            rows.append((user, item_ids[rng.integers(8)], "purchase", int(t.timestamp())))
+            rows.append((user, item_ids[rng.integers(8)], "purchase", t.strftime(SPREADSHEET)))
             t += pd.Timedelta(days=float(rng.exponential(gap)) + 1)
+    rows.insert(1, rows[0])
     events = pd.DataFrame(rows, columns=["user_id", "item_id", "event_type", "event_timestamp"])
+    events["event_id"] = [f"L{n:06d}" for n in range(len(events))]
+    events = pd.concat([events, events.iloc[[-1]]], ignore_index=True)
     out.mkdir(parents=True, exist_ok=True)
     for name, frame in (("users", users), ("items", items), ("events", events)):
         frame.to_csv(out / f"{name}.csv", index=False)
@@ -82,8 +90,14 @@ def shop(env: dict[str, str]) -> dict[str, pd.DataFrame]:
 
 @pytest.fixture(scope="module")
 def ingested(env: dict[str, str], shop: dict[str, pd.DataFrame]) -> Settings:
-    result = persona(env, "ingest", str(Path(env["ROOT"]) / "raw"))
+    raw = str(Path(env["ROOT"]) / "raw")
+    refused = persona(env, "ingest", raw)
+    assert refused.exit_code == 1 and "--timestamp-format" in refused.output
+    repeated = persona(env, "ingest", raw, "--timestamp-format", SPREADSHEET)
+    assert repeated.exit_code == 1 and "column=event_id" in repeated.output
+    result = persona(env, "ingest", raw, "--timestamp-format", SPREADSHEET, "--dedupe")
     assert result.exit_code == 0, result.output
+    assert "dropped 1 event(s) repeating an earlier event_id" in result.output
     return Settings(home=Path(env["PERSONA_HOME"]), reports_dir=Path(env["PERSONA_REPORTS_DIR"]))
 
 
@@ -107,6 +121,10 @@ def test_purchase_only_ingest_has_zero_view_and_cart_features(ingested: Settings
     assert (activity["view_to_purchase_rate_90d"] == 0).all()
     assert activity["purchases_90d"].gt(0).any()
     assert activity["days_since_last_purchase"].equals(activity["days_since_last_event"])
+    # the two lines alike but for their ids are two purchases; the line exported twice is one
+    first = shop["events"].iloc[0]
+    bought = activity.loc[activity["user_id"] == first["user_id"], "purchases_1d"].max()
+    assert bought == 2  # purchases are a day or more apart but for these two
     popularity = _offline(ingested, "item_popularity")
     assert (popularity["views_30d"] == 0).all() and popularity["purchases_30d"].gt(0).any()
 
@@ -118,11 +136,18 @@ def test_ids_keep_their_leading_zeros(ingested: Settings, shop: dict) -> None:
     assert any(u.startswith("0") for u in shop["users"]["user_id"])
 
 
-def test_dates_offsets_and_epoch_seconds_are_read_as_utc(ingested: Settings, shop: dict) -> None:
+def _times(events: pd.DataFrame) -> pd.Series:
+    return pd.to_datetime(events["event_timestamp"], format=SPREADSHEET, utc=True)
+
+
+def test_dates_offsets_and_spreadsheet_dates_are_read_as_utc(ingested: Settings,
+                                                              shop: dict) -> None:
     manifest = current_manifest(ingested.offline_root)
-    epochs = shop["events"]["event_timestamp"]
-    assert pd.Timestamp(manifest["events_from"]) == pd.Timestamp(epochs.min(), unit="s", tz="UTC")
-    assert pd.Timestamp(manifest["events_until"]) == pd.Timestamp(epochs.max(), unit="s", tz="UTC")
+    times = _times(shop["events"])
+    assert pd.Timestamp(manifest["events_from"]) == times.min()
+    assert pd.Timestamp(manifest["events_until"]) == times.max()
+    assert manifest["read_options"] == {"timestamp_format": SPREADSHEET, "dedupe": True}
+    assert manifest["duplicate_event_ids_dropped"] == 1
     profile = _offline(ingested, "user_profile").set_index("user_id")["event_timestamp"]
     users = shop["users"].set_index("user_id")["signup_timestamp"]
     assert profile[users.index[0]] == pd.Timestamp("2025-03-31 01:30", tz="UTC")
@@ -147,8 +172,7 @@ def test_score_as_of_a_past_date(env: dict[str, str], trained: dict, shop: dict)
     scores = pd.read_parquet(out)
     as_of = pd.Timestamp("2026-01-16", tz="UTC")
     events = shop["events"]
-    seen = events.loc[pd.to_datetime(events["event_timestamp"], unit="s", utc=True) <= as_of,
-                      "user_id"]
+    seen = events.loc[_times(events) <= as_of, "user_id"]
     assert sorted(scores["user_id"]) == sorted(seen.unique())  # zeros kept, as strings
     assert (scores["as_of"] == as_of).all() and scores["score"].between(0, 1).all()
     assert all(len(r) == 3 for r in scores["reasons"])

@@ -179,6 +179,15 @@ def test_an_explicit_timestamp_format_reads_spreadsheet_dates(csv_shop: Path,
     assert (raw.events["event_timestamp"] == plain.events["event_timestamp"].dt.floor("min")).all()
     with pytest.raises(ContractError, match=r"expected the layout '%d.%m.%Y'"):
         read_raw(raw_dir, ReadOptions(timestamp_format="%d.%m.%Y"))
+    # ISO 8601 stays accepted beside the layout (another table of the export may use it)
+    assert read_raw(csv_shop, ReadOptions(timestamp_format="%m/%d/%Y %H:%M")).events.equals(
+        plain.events)
+
+
+def test_epoch_seconds_are_utc() -> None:
+    parsed = parse_timestamps(pd.Series([1767225600, 1767225661]), "test")
+    assert parsed.tolist() == [pd.Timestamp("2026-01-01", tz="UTC"),
+                               pd.Timestamp("2026-01-01 00:01:01", tz="UTC")]
 
 
 def test_rows_alike_are_kept_and_repeated_event_ids_dropped_only_on_request(
