@@ -1,21 +1,38 @@
-"""The `persona` command: one entry point for every job. It only wires stages together."""
+"""The `persona` command: one entry point for every job. It only wires stages together.
+
+Options are checked before a command imports Feast, BentoML, XGBoost or Great Expectations (the
+imports live in the commands), so `--help`, `--version` and a mistyped option answer at once. A
+failure prints one line, `error: ...`, and exits 1; `--verbose` adds the traceback.
+"""
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import replace
+from enum import Enum
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Annotated
 
+import click
 import pandas as pd
 import typer
 
+from persona.core.catalog import MODELS
 from persona.core.settings import Settings, library_defaults
 from persona.jobs.progress import console, steps
 
 app = typer.Typer(help="Persona: e-commerce user profiling and purchase prediction on Feast.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
+# Whose versions `persona --version` prints beside Persona's.
+LIBRARIES = ("feast", "bentoml", "great-expectations", "xgboost")
+_verbose = False
+# Errors raised by these packages are Persona's own, written for the user: printed as they are.
+OUR_PACKAGES = {"persona", "serving", "training", "expectations", "feature_repo"}
+Task = Enum("Task", {name: name for name in MODELS}, type=str)  # choices shown in --help
 
 DATE = "DATE (YYYY-MM-DD = end of that day UTC, or ISO-8601)"
 HomeOpt = Annotated[Path | None, typer.Option(
@@ -23,7 +40,7 @@ HomeOpt = Annotated[Path | None, typer.Option(
 OnlineOpt = Annotated[str | None, typer.Option(
     "--online",
     help="Online store URL, redis://host:port (default $PERSONA_REDIS_URL, else SQLite).")]
-TaskOpt = Annotated[str, typer.Option(
+TaskOpt = Annotated[Task, typer.Option(
     "--task",
     help="conversion (view -> purchase of the item) or propensity (user buys anything).")]
 
@@ -33,19 +50,59 @@ def _settings(home: Path | None, online: str | None = None) -> Settings:
 
 
 def _fail(exc: Exception) -> None:
-    console.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
+    console.print(f"[bold red]error:[/] {exc}", soft_wrap=True, highlight=False)
     raise typer.Exit(code=1)
+
+
+def one_line_errors(command: Callable) -> Callable:
+    """Any failure of the command becomes `error: ...` and exit code 1 (the traceback only with
+    --verbose); an unexpected kind of failure also names its type."""
+    @functools.wraps(command)
+    def run(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except (typer.Exit, click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except Exception as exc:
+            if _verbose:
+                raise
+            expected = (isinstance(exc, ValueError | OSError | LookupError)
+                        or type(exc).__module__.split(".")[0] in OUR_PACKAGES)
+            text = str(exc).strip() or type(exc).__name__
+            _fail(RuntimeError(text if expected else f"{type(exc).__name__}: {text} "
+                                                     "(--verbose for the traceback)"))
+    return run
+
+
+def _versions(show: bool) -> None:
+    if not show:
+        return
+    def of(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "not installed"
+    console.print(f"persona {of('persona')}", highlight=False)
+    for name in LIBRARIES:
+        console.print(f"{name} {of(name)}", highlight=False)
+    raise typer.Exit()
 
 
 @app.callback()
 def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+         show_version: Annotated[bool, typer.Option(
+             "--version", is_eager=True, callback=_versions,
+             help="Persona's version and those of Feast, BentoML, GE and XGBoost.")] = False,
          ) -> None:
+    global _verbose
+    _verbose = verbose
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     library_defaults()  # before xgboost (OpenMP) and GX load
 
 
 @app.command()
+@one_line_errors
 def generate(
     out: Annotated[Path, typer.Option(help="Directory to write events/users/items into.")],
     users: Annotated[int, typer.Option(help="Number of users.")] = 5000,
@@ -79,6 +136,7 @@ def generate(
 
 
 @app.command()
+@one_line_errors
 def ingest(
     raw_dir: Annotated[Path, typer.Argument(
         help="Directory with events, users, items (.parquet or .csv).")],
@@ -92,16 +150,20 @@ def ingest(
         help="Drop events repeating an earlier event_id instead of refusing the batch.")] = False,
 ) -> None:
     """Validate a raw directory, compute point-in-time snapshots, publish and register them."""
+    from persona.core.settings import parse_interval
+
+    settings = _settings(home)
+    if interval:
+        try:
+            settings = replace(settings, snapshot_interval=parse_interval(interval))
+        except ValueError as exc:
+            _fail(exc)
     from expectations.gate import DataQualityError
     from persona.core.contract import ContractError
-    from persona.core.settings import parse_interval
     from persona.data.locking import BusyError
     from persona.data.raw import ReadOptions
     from persona.jobs.ingest import ingest as run
 
-    settings = _settings(home)
-    if interval:
-        settings = replace(settings, snapshot_interval=parse_interval(interval))
     try:
         with steps("ingest") as on_step:
             manifest = run(settings, raw_dir, on_step,
@@ -117,6 +179,7 @@ def ingest(
 
 
 @app.command()
+@one_line_errors
 def apply(home: HomeOpt = None, online: OnlineOpt = None) -> None:
     """Register the feature definitions (idempotent)."""
     from persona.data.locking import exclusive
@@ -129,6 +192,7 @@ def apply(home: HomeOpt = None, online: OnlineOpt = None) -> None:
 
 
 @app.command()
+@one_line_errors
 def materialize(
     home: HomeOpt = None,
     online: OnlineOpt = None,
@@ -151,6 +215,7 @@ def materialize(
 
 
 @app.command()
+@one_line_errors
 def train(
     home: HomeOpt = None,
     task: TaskOpt = "conversion",
@@ -166,17 +231,20 @@ def train(
     )] = False,
 ) -> None:
     """Train a model on point-in-time features and save it to the BentoML store."""
-    from expectations.gate import DataQualityError
-    from persona.core.dates import parse_as_of
-    from training.pipeline import train as run
-    from training.tasks import parse_horizon
+    from persona.core.dates import parse_as_of, parse_horizon
 
     try:
         horizon_days = parse_horizon(horizon) if horizon else None
         cut = parse_as_of(until) if until else None
-        with steps(f"train {task}") as on_step:
-            result = run(_settings(home), task=task, horizon_days=horizon_days, until=cut,
-                         features=features, tune=tune, on_step=on_step)
+    except ValueError as exc:
+        _fail(exc)
+    from expectations.gate import DataQualityError
+    from training.pipeline import train as run
+
+    try:
+        with steps(f"train {task.value}") as on_step:
+            result = run(_settings(home), task=task.value, horizon_days=horizon_days,
+                         until=cut, features=features, tune=tune, on_step=on_step)
     except (DataQualityError, ValueError) as exc:
         _fail(exc)
     console.print(f"model {result.tag}; report {result.report_path}")
@@ -184,8 +252,9 @@ def train(
 
 
 @app.command()
+@one_line_errors
 def score(
-    task: Annotated[str, typer.Option(
+    task: Annotated[Task, typer.Option(
         "--task", help="propensity (users) or conversion (user-item pairs).")],
     out: Annotated[Path, typer.Option(help="Parquet file to write the scores to.")],
     as_of: Annotated[str | None, typer.Option(
@@ -200,14 +269,18 @@ def score(
 ) -> None:
     """Batch-score users (propensity) or user-item pairs (conversion) with reasons, to Parquet."""
     from persona.core.dates import parse_as_of
+
+    try:
+        when = parse_as_of(as_of) if as_of else None
+    except ValueError as exc:
+        _fail(exc)
     from persona.jobs.progress import bar
     from training.model_store import ModelNotFoundError
     from training.score import score as run
 
     try:
-        when = parse_as_of(as_of) if as_of else None
-        with bar(f"score {task}") as on_progress:
-            result = run(_settings(home), task, out, as_of=when, candidates=candidates,
+        with bar(f"score {task.value}") as on_progress:
+            result = run(_settings(home), task.value, out, as_of=when, candidates=candidates,
                          model_tag=model, on_progress=on_progress)
     except (ValueError, ModelNotFoundError) as exc:
         _fail(exc)
@@ -215,6 +288,7 @@ def score(
 
 
 @app.command()
+@one_line_errors
 def segments(
     as_of: Annotated[str, typer.Option("--as-of", help=f"{DATE}.")],
     out: Annotated[Path | None, typer.Option(
@@ -255,6 +329,7 @@ def segments(
 
 
 @app.command()
+@one_line_errors
 def serve(
     home: HomeOpt = None,
     online: OnlineOpt = None,
@@ -271,6 +346,7 @@ def serve(
 
 
 @app.command()
+@one_line_errors
 def demo(
     home: HomeOpt = None,
     online: OnlineOpt = None,

@@ -56,6 +56,16 @@ def server_command(host: str, port: int) -> list[str]:
             "--working-dir", str(PROJECT_ROOT)]
 
 
+def check_home(settings: Settings) -> None:
+    """Fail, touching nothing, when the home was never ingested: a server without its feature
+    registry would fail in every worker, and BentoML restarts failed workers forever."""
+    from persona.data.offline import current_manifest  # noqa: PLC0415
+
+    if not settings.registry_path.exists() or current_manifest(settings.offline_root) is None:
+        raise ServerError(f"no ingested features in {settings.home}: run persona ingest DIR "
+                          "and persona materialize first (or pass the home that has them)")
+
+
 def check_model(tag: str | None, settings: Settings | None = None) -> str:
     """The resolved tag ("name:version") of the model a server started with `settings` (default
     from the environment) would load; fails early, with a clear message, when its store has none.
@@ -108,6 +118,7 @@ def serve(settings: Settings, port: int = 3000, model_tag: str | None = None, wo
     The models are resolved (and pinned) first, so a missing model fails here with a clear
     message. Pass host="0.0.0.0" to listen on every interface (the default is loopback only).
     """
+    check_home(settings)
     env = server_env(settings, check_model(model_tag, settings), workers,
                      propensity_tag=check_propensity_model(settings=settings))
     sys.stdout.flush()
@@ -168,6 +179,7 @@ def start_server(settings: Settings, port: int | None = None, model_tag: str | N
     ready within `timeout` seconds; the process is stopped first. `keys` turns API-key
     authentication on (default: the settings' API keys).
     """
+    check_home(settings)
     model_tag = check_model(model_tag, settings)  # pinned, so the handle knows what it serves
     propensity_tag = check_propensity_model(propensity_tag, settings)
     port = port or free_port(host)

@@ -30,7 +30,6 @@ from training.labels import conversion_labels, propensity_labels
 from training.model import DEFAULT_PARAMS, SHALLOW_PARAMS, ModelParams
 from training.retrieval import CONVERSION_ROWS, PROPENSITY_ROWS, EntityRows
 
-_HORIZON = re.compile(r"^\s*(\d+)\s*d\s*$")
 # (raw tables, horizon, until, snapshot interval, snapshot spacing) -> labelled entity rows
 Labeller = Callable[[RawTables, timedelta, pd.Timestamp | None, timedelta, timedelta],
                     pd.DataFrame]
@@ -142,11 +141,3 @@ def training_task(name: str) -> TrainingTask:
         return TRAINING_TASKS[name]
     except KeyError:
         raise ValueError(f"unknown task {name!r}; choose one of {sorted(TRAINING_TASKS)}") from None
-
-
-def parse_horizon(text: str) -> int:
-    """'30d' -> 30: a label horizon in whole days."""
-    match = _HORIZON.match(text)
-    if not match or int(match.group(1)) < 1:
-        raise ValueError(f"horizon {text!r}: expected a number of days like '30d' or '7d'")
-    return int(match.group(1))

@@ -1,4 +1,4 @@
-"""How every DATE option (`--until`, `--as-of`) is read."""
+"""How the DATE options (`--until`, `--as-of`) and label horizons (`--horizon 30d`) are read."""
 
 from __future__ import annotations
 
@@ -22,3 +22,14 @@ def parse_as_of(text: str) -> pd.Timestamp:
         raise ValueError(f"{text!r} is not a date (YYYY-MM-DD) or an ISO-8601 timestamp")
     stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
     return stamp + pd.Timedelta(days=1) if _DATE_ONLY.match(value) else stamp
+
+
+_HORIZON = re.compile(r"^\s*(\d+)\s*d\s*$")
+
+
+def parse_horizon(text: str) -> int:
+    """'30d' -> 30: a label horizon in whole days."""
+    match = _HORIZON.match(text)
+    if not match or int(match.group(1)) < 1:
+        raise ValueError(f"horizon {text!r}: expected a number of days like '30d' or '7d'")
+    return int(match.group(1))

@@ -39,7 +39,7 @@ from feast.protos.feast.types.Value_pb2 import Value
 from feast.type_map import python_values_to_proto_values
 from feast.value_type import ValueType
 from google.protobuf.timestamp_pb2 import Timestamp
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
 
 BATCH_ROWS = 20_000
 # Protobuf tags (field number << 3 | wire type) of the Value and Timestamp fields written here.
@@ -414,6 +414,25 @@ def version_key(project: bytes) -> bytes:
     """The key whose value changes each time features are materialized into this Redis, which
     readers that cache rows watch (`serving.item_cache.ItemCache`)."""
     return b"persona:" + project + b":materialized"  # not Feast's: those end with the project
+
+
+class OnlineStoreUnreachable(ConnectionError):
+    """The Redis online store does not answer; the message names where it was looked for."""
+
+
+def check_reachable(config: RepoConfig) -> None:
+    """PING the Redis online store of `config` (nothing to do for another store), so a closed
+    port fails in seconds, before any row is read or validated."""
+    online = config.online_store
+    if not isinstance(online, RedisOnlineStoreConfig):
+        return
+    client = RedisOnlineStore()._get_client(online)
+    try:
+        client.ping()
+    except RedisError as exc:
+        where = online.connection_string.split(",")[0]
+        raise OnlineStoreUnreachable(f"the Redis online store at {where} does not answer: "
+                                     f"{exc}") from None
 
 
 def mark_materialized(config: RepoConfig) -> None:

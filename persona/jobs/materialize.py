@@ -49,6 +49,7 @@ def materialize(settings: Settings, end: datetime | None = None, full: bool = Fa
             f"nothing ingested under {settings.home}: run `persona ingest` first")
     with exclusive(settings.lock_path):
         store = feature_store(settings)
+        redis_layout.check_reachable(store.config)
         chosen = _views(store, views)
         end = end or last_snapshot(settings, [fv.name for fv in chosen]) + timedelta(seconds=1)
         windows = {fv.name: (_start(fv, end, full), end) for fv in chosen}

@@ -7,6 +7,7 @@ for their ids). Ingest and the propensity task work; the conversion task says it
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -186,3 +187,14 @@ def test_conversion_needs_views_and_says_so_in_one_line(env: dict[str, str],
     assert "Traceback" not in result.output
     (line,) = [line for line in result.output.splitlines() if "error" in line]
     assert line == "error: conversion needs view events; the log has none (try --task propensity)"
+
+
+def test_materialize_to_a_closed_redis_port_fails_in_one_line(env: dict[str, str],
+                                                              ingested: Settings) -> None:
+    with socket.socket() as probe:  # a port nothing listens on once closed
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = persona(env, "materialize", "--online", f"redis://127.0.0.1:{port}")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    (line,) = [line for line in result.output.splitlines() if "error" in line]
+    assert line.startswith(f"error: the Redis online store at 127.0.0.1:{port} does not answer")

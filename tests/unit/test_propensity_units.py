@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from persona.core.dates import parse_horizon
 from training.evaluate import recency_score, rfm_score, top_decile_lift
 from training.labels import PROPENSITY_COLUMNS, LabelError, propensity_labels, snapshot_times
 from training.reference import QUANTILES, reference_quantiles
-from training.tasks import parse_horizon
 
 DAY = pd.Timedelta(days=1)
 T0 = pd.Timestamp("2026-09-01", tz="UTC")  # a snapshot time: midnight UTC, end of Aug 31
