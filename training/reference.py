@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import pandas as pd
 
-from persona.profiling.expressions import QUANTILES  # the levels a tag rule may ask for
+from persona.profiling.expressions import (  # the levels a tag rule may ask for
+    QUANTILES,
+    population_quantiles,
+)
 
 TIME = "event_timestamp"
 
@@ -16,10 +19,9 @@ TIME = "event_timestamp"
 def reference_quantiles(frame: pd.DataFrame, features: list[str], at: pd.Timestamp,
                         levels: tuple[float, ...] = QUANTILES) -> dict[str, dict[str, float]]:
     """For each feature, its `levels` quantiles over the rows stamped `at` (one row per user at
-    a snapshot), keyed by the level as a string ("0.9"). Missing values are left out; a feature
-    missing for every user gets NaN quantiles (dropped when saved as metadata)."""
-    rows = frame.loc[frame[TIME] == at, features].astype("float64")
+    a snapshot), as tag rules read them (`population_quantiles`: missing values and zeros left
+    out); a feature without such a value gets NaN quantiles (dropped when saved as metadata)."""
+    rows = frame.loc[frame[TIME] == at, features]
     if rows.empty:
         raise ValueError(f"no rows at {at.isoformat()} to take reference quantiles from")
-    table = rows.quantile(list(levels))
-    return {f: {str(level): float(table.at[level, f]) for level in levels} for f in features}
+    return {f: population_quantiles(rows[f], levels) for f in features}

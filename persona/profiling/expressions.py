@@ -130,13 +130,26 @@ def _present(value, frame: pd.DataFrame) -> pd.Series:
     return pd.Series(present, index=frame.index)
 
 
+def population_quantiles(values: pd.Series, levels: Collection[float]) -> dict[str, float]:
+    """The `levels` quantiles of a feature over a population, keyed by the level as a string
+    ("0.9"): over the users with a value other than zero. In a shop where most users never
+    bought, the median spend or order value of everyone is 0, and "below the median" or "top
+    10%" would hold for no buyer, or for every one. NaN when no user has such a value."""
+    numbers = pd.to_numeric(values, errors="coerce").astype("float64")
+    numbers = numbers[numbers.notna() & (numbers != 0)]
+    if numbers.empty:
+        return {str(q): float("nan") for q in levels}
+    table = numbers.quantile(list(levels))
+    return {str(q): float(table.at[q]) for q in levels}
+
+
 def quantiles_from(frame: pd.DataFrame, reference: Mapping[str, Mapping[str, float]] | None = None
                    ) -> Callable[[str, float], float]:
     """quantile(name, q): from `reference` ({feature: {"0.9": value}}) when it has the value,
-    else over the frame itself (a batch of users is its own population)."""
+    else over the frame itself (a batch of users is its own population), both as
+    `population_quantiles` computes them."""
     def quantile(name: str, q: float) -> float:
         if reference and name in reference and str(q) in reference[name]:
             return float(reference[name][str(q)])
-        values = pd.to_numeric(frame[name], errors="coerce").dropna()
-        return float(values.quantile(q)) if len(values) else float("nan")
+        return population_quantiles(frame[name], [q])[str(q)]
     return quantile

@@ -149,3 +149,10 @@ def test_segments_as_of_a_date_with_the_trained_model(trained: TrainResult, sett
     assert segment_sizes(segmented)["users"].sum() == len(segmented)
     champions = segmented[segmented["segment"] == "champions"]
     assert len(champions) and champions["propensity"].mean() > segmented["propensity"].mean()
+    # every shipped tag fires for someone and every shipped segment holds someone
+    book = TagBook.load()
+    fired = {label for labels in segmented["tags"] for label in labels}
+    for tag in book.tags:
+        prefix = tag.label.split("{")[0] if tag.label else tag.name
+        assert any(label.startswith(prefix) for label in fired), tag.name
+    assert set(segmented["segment"]) == {s.name for s in book.segments}

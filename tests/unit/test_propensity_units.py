@@ -174,10 +174,11 @@ def test_top_decile_lift() -> None:
 
 
 def test_reference_quantiles_use_the_snapshot_rows_only() -> None:
-    frame = pd.DataFrame({"event_timestamp": [T0] * 101 + [T0 - 7 * DAY],
-                          "f": [*range(101), 1000.0], "g": [np.nan] * 100 + [5.0, 7.0]})
+    frame = pd.DataFrame({"event_timestamp": [T0] * 102 + [T0 - 7 * DAY],
+                          "f": [0.0, *range(101), 1000.0], "g": [np.nan] * 101 + [5.0, 7.0]})
     q = reference_quantiles(frame, ["f", "g"], T0)
-    assert q["f"] == {str(level): pytest.approx(level * 100) for level in QUANTILES}
-    assert q["g"]["0.5"] == 5.0  # missing values are left out
+    # over the users with a value: zeros (no purchase, no spend) and missing values left out
+    assert q["f"] == {str(level): pytest.approx(1 + level * 99) for level in QUANTILES}
+    assert q["g"]["0.5"] == 5.0
     with pytest.raises(ValueError, match="no rows"):
         reference_quantiles(frame, ["f"], T0 + DAY)
