@@ -20,6 +20,8 @@ from typing import Annotated
 import click
 import pandas as pd
 import typer
+from rich.console import Console
+from rich.table import Table
 
 from persona.core.catalog import MODELS
 from persona.core.settings import Settings, library_defaults
@@ -43,6 +45,30 @@ OnlineOpt = Annotated[str | None, typer.Option(
 TaskOpt = Annotated[Task, typer.Option(
     "--task",
     help="conversion (view -> purchase of the item) or propensity (user buys anything).")]
+
+
+JsonOpt = Annotated[bool, typer.Option(
+    "--json", help="Print one JSON object on stdout instead of the summary (for scripts).")]
+results = Console(soft_wrap=True, highlight=False)  # results on stdout; progress, errors: stderr
+
+
+def _emit(as_json: bool, data: dict, *summary: str | Table) -> None:
+    """The command's result: `data` as one unwrapped JSON line, or the human summary."""
+    if as_json:
+        typer.echo(json.dumps(data, default=str))
+        return
+    for part in summary:
+        results.print(part)
+
+
+def _table(title: str, rows: dict, key: str, value: str) -> Table:
+    """A two-column table of a mapping, numbers rounded."""
+    table = Table(title=title, title_justify="left")
+    table.add_column(key)
+    table.add_column(value, justify="right")
+    for name, number in rows.items():
+        table.add_row(str(name), f"{number:,.4g}" if isinstance(number, float) else f"{number:,}")
+    return table
 
 
 def _settings(home: Path | None, online: str | None = None) -> Settings:
@@ -114,10 +140,19 @@ def generate(
     profile: Annotated[str, typer.Option(
         help="browsing (views, carts and purchases) or cohort (purchase-only, one acquisition "
              "quarter, date-stamped).")] = "browsing",
+    end: Annotated[str | None, typer.Option(
+        help="Last day of the log, YYYY-MM-DD (default: today, UTC, so features are current).")
+    ] = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Write a synthetic shop log that follows the data contract."""
     from persona.synthetic_cohort import COHORT_DAYS, generate_cohort
     from persona.synthetic_shop import generate_shop, write_shop
+
+    try:
+        last = pd.Timestamp(end or pd.Timestamp.now(tz="UTC").date().isoformat(), tz="UTC")
+    except ValueError:
+        _fail(ValueError(f"--end {end!r}: expected a date like 2026-10-01"))
 
     makers = {"browsing": (generate_shop, 60), "cohort": (generate_cohort, COHORT_DAYS)}
     if profile not in makers:
@@ -127,12 +162,19 @@ def generate(
     with steps("generate") as on_step:
         on_step(f"{profile}: {users} users x {items} items x {days} days")
         try:
-            shop = make(users, items, days, seed)
+            shop = make(users, items, days, seed, end=last.to_pydatetime())
         except ValueError as exc:
             _fail(exc)
         paths = write_shop(shop, out, fmt)
-    for name, path in paths.items():
-        console.print(f"{name}: {path}")
+    times = shop.events["event_timestamp"]
+    rows = {"events": len(shop.events), "users": len(shop.users), "items": len(shop.items)}
+    span = {"events_from": times.min().isoformat() if len(times) else None,
+            "events_until": times.max().isoformat() if len(times) else None}
+    _emit(as_json, {"profile": profile, "rows": rows, **span,
+                    "files": {name: str(path) for name, path in paths.items()}},
+          _table(f"{profile} shop, events {span['events_from']} .. {span['events_until']}",
+                 rows, "table", "rows"),
+          *(f"{name}: {path}" for name, path in paths.items()))
 
 
 @app.command()
@@ -148,6 +190,7 @@ def ingest(
              "or epoch seconds).")] = None,
     dedupe: Annotated[bool, typer.Option(
         help="Drop events repeating an earlier event_id instead of refusing the batch.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Validate a raw directory, compute point-in-time snapshots, publish and register them."""
     from persona.core.settings import parse_interval
@@ -170,12 +213,15 @@ def ingest(
                            options=ReadOptions(timestamp_format, dedupe))
     except (ContractError, DataQualityError, BusyError, ValueError) as exc:
         _fail(exc)
-    console.print(f"published version {manifest['version']} "
-                  f"(data hash {manifest['data_hash'][:12]})")
-    if manifest["duplicate_event_ids_dropped"]:
-        console.print(f"dropped {manifest['duplicate_event_ids_dropped']} event(s) repeating an "
-                      "earlier event_id (--dedupe)")
-    console.print(json.dumps(manifest["rows"]))
+    dropped = manifest["duplicate_event_ids_dropped"]
+    _emit(as_json, {key: manifest[key] for key in (
+              "version", "data_hash", "rows", "events_from", "events_until",
+              "duplicate_event_ids_dropped")},
+          f"published version {manifest['version']} (data hash {manifest['data_hash'][:12]}), "
+          f"events {manifest['events_from']} .. {manifest['events_until']}",
+          *([f"dropped {dropped} event(s) repeating an earlier event_id (--dedupe)"]
+            if dropped else []),
+          _table("rows per feature table", manifest["rows"], "table", "rows"))
 
 
 @app.command()
@@ -198,6 +244,7 @@ def materialize(
     online: OnlineOpt = None,
     full: Annotated[bool, typer.Option(
         "--full", help="Reload the whole TTL window (after switching online store).")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Load the latest validated feature values into the online store (incremental)."""
     from expectations.gate import DataQualityError
@@ -211,7 +258,7 @@ def materialize(
             counts = run(_settings(home, online), full=full)
     except (DataQualityError, BusyError, NothingToMaterialize) as exc:
         _fail(exc)
-    console.print(json.dumps(counts))
+    _emit(as_json, {"rows": counts}, _table("rows loaded per view", counts, "view", "rows"))
 
 
 @app.command()
@@ -229,6 +276,7 @@ def train(
     tune: Annotated[bool, typer.Option(
         "--tune", help="Search the booster's parameters on the end of the training period first."
     )] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Train a model on point-in-time features and save it to the BentoML store."""
     from persona.core.dates import parse_as_of, parse_horizon
@@ -247,8 +295,20 @@ def train(
                          until=cut, features=features, tune=tune, on_step=on_step)
     except (DataQualityError, ValueError) as exc:
         _fail(exc)
-    console.print(f"model {result.tag}; report {result.report_path}")
-    console.print(json.dumps(result.metrics, indent=2, default=str))
+    scorers = {name: m for name, m in result.metrics.items() if isinstance(m, dict)}
+    table = Table(title="validation metrics", title_justify="left")
+    table.add_column("scorer")
+    shown = [k for k in ("roc_auc", "pr_auc", "top_decile_lift", "ndcg@10", "log_loss", "ece")
+             if any(k in m for m in scorers.values())]
+    for key in shown:
+        table.add_column(key, justify="right")
+    for name, m in scorers.items():
+        table.add_row(name, *(f"{m[k]:.3f}" if isinstance(m.get(k), float) else ""
+                              for k in shown))
+    _emit(as_json, {"model": result.tag, "report": str(result.report_path),
+                    "n_train": result.n_train, "n_valid": result.n_valid,
+                    "metrics": result.metrics},
+          f"model {result.tag}; report {result.report_path}", table)
 
 
 @app.command()
@@ -266,6 +326,7 @@ def score(
     model: Annotated[str | None, typer.Option(
         help="Model tag to use (default: the task's latest).")] = None,
     home: HomeOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Batch-score users (propensity) or user-item pairs (conversion) with reasons, to Parquet."""
     from persona.core.dates import parse_as_of
@@ -284,7 +345,8 @@ def score(
                          model_tag=model, on_progress=on_progress)
     except (ValueError, ModelNotFoundError) as exc:
         _fail(exc)
-    console.print(f"{result.rows} scores by {result.model_tag} -> {result.path}")
+    _emit(as_json, {"rows": result.rows, "model": result.model_tag, "path": str(result.path)},
+          f"{result.rows:,} scores by {result.model_tag} -> {result.path}")
 
 
 @app.command()
@@ -297,10 +359,9 @@ def segments(
     tags: Annotated[Path | None, typer.Option(
         help="Tag file (default feature_repo/profile_tags.yaml).")] = None,
     home: HomeOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Tag and segment every active user as of DATE; print segment sizes, write a per-user file."""
-    from rich.table import Table
-
     from persona.core.dates import parse_as_of
     from persona.jobs.segments import segment_users
     from persona.profiling.segments import segment_sizes
@@ -318,14 +379,16 @@ def segments(
     out = out or settings.home / f"segments-{when.strftime('%Y%m%dT%H%M%S')}.parquet"
     out.parent.mkdir(parents=True, exist_ok=True)
     segmented.to_parquet(out, index=False)
+    sizes = segment_sizes(segmented, book)
     table = Table(title=f"Segments as of {when.isoformat()}")
     for column in ("segment", "users", "mean propensity"):
         table.add_column(column, justify="left" if column == "segment" else "right")
-    for name, row in segment_sizes(segmented, book).iterrows():
+    for name, row in sizes.iterrows():
         mean = "" if pd.isna(row["mean_propensity"]) else f"{row['mean_propensity']:.3f}"
-        table.add_row(name, str(int(row["users"])), mean)
-    console.print(table)
-    console.print(f"{len(segmented)} users -> {out}")
+        table.add_row(name, f"{int(row['users']):,}", mean)
+    _emit(as_json, {"as_of": when.isoformat(), "users": len(segmented), "path": str(out),
+                    "segments": {name: int(row["users"]) for name, row in sizes.iterrows()}},
+          table, f"{len(segmented):,} users -> {out}")
 
 
 @app.command()

@@ -29,7 +29,17 @@ def _write_view(frame: pd.DataFrame, directory: Path) -> None:
         target = directory / f"date={day}"
         target.mkdir(parents=True, exist_ok=True)
         table = pa.Table.from_pandas(part.reset_index(drop=True), preserve_index=False)
-        pq.write_table(table, target / "part-0.parquet")
+        pq.write_table(_texts_not_nulls(table), target / "part-0.parquet")
+
+
+def _texts_not_nulls(table: pa.Table) -> pa.Table:
+    """A column with no value at all (users without any optional attribute) is written as text,
+    not as Arrow's null type, which reads back as float64 and fails the string checks of the
+    materialization gate. Only text columns can be all None: numbers missing are NaN floats."""
+    for i, field in enumerate(table.schema):
+        if pa.types.is_null(field.type):
+            table = table.set_column(i, field.name, table.column(i).cast(pa.string()))
+    return table
 
 
 def data_hash(version_dir: Path) -> str:

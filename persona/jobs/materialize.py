@@ -12,6 +12,9 @@ gets the same bytes from `persona.featurestore.redis_layout` (Feast's Python wri
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
@@ -25,6 +28,8 @@ from persona.data import offline, quality
 from persona.data.locking import exclusive
 from persona.featurestore import redis_layout
 from persona.featurestore.config import feature_store, staged_registry
+
+log = logging.getLogger(__name__)
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 TIMESTAMP = "event_timestamp"
@@ -77,7 +82,12 @@ def _load(settings: Settings, fv: FeatureView, table: pa.Table,
             redis_layout.write_view(store.config, fv, table)
             store.registry.apply_materialization(fv, store.project, *window)
         else:
-            store.materialize(start_date=window[0], end_date=window[1], feature_views=[fv.name])
+            # Feast prints its progress on stdout, where scripts read `--json` output: kept for
+            # the debug log (--verbose) instead
+            with contextlib.redirect_stdout(io.StringIO()) as chatter:
+                store.materialize(start_date=window[0], end_date=window[1],
+                                  feature_views=[fv.name])
+            log.debug("feast: %s", chatter.getvalue().strip())
 
 
 def rows_to_load(settings: Settings, fv: FeatureView, start: datetime, end: datetime) -> pa.Table:

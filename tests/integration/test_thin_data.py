@@ -7,6 +7,7 @@ for their ids). Ingest and the propensity task work; the conversion task says it
 
 from __future__ import annotations
 
+import json
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -198,3 +199,11 @@ def test_materialize_to_a_closed_redis_port_fails_in_one_line(env: dict[str, str
     assert result.exit_code == 1 and "Traceback" not in result.output
     (line,) = [line for line in result.output.splitlines() if "error" in line]
     assert line.startswith(f"error: the Redis online store at 127.0.0.1:{port} does not answer")
+
+
+def test_materialize_reports_one_json_object_on_stdout(env: dict[str, str],
+                                                       ingested: Settings) -> None:
+    result = persona(env, "materialize", "--json")
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)["rows"]
+    assert rows["user_activity"] > 0 and set(rows) >= {"user_profile", "item_catalog"}

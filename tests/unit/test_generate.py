@@ -219,3 +219,24 @@ def test_some_active_users_churn(big_shop: Shop) -> None:
     regulars = first[first >= 10].index
     churned = [u for u in regulars if u not in last]
     assert len(churned) >= 0.05 * len(regulars) > 0
+
+
+def test_cli_generate_says_what_it_wrote_as_json_and_ends_today_by_default(
+        tmp_path: Path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from persona.cli import app
+
+    args = ["generate", "--users", "60", "--items", "20", "--days", "5", "--json"]
+    pinned = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "a"), "--end", "2026-10-01"])
+    assert pinned.exit_code == 0, pinned.output
+    report = json.loads(pinned.stdout)  # one JSON object on stdout, nothing else
+    assert report["rows"]["events"] == len(pd.read_parquet(report["files"]["events"]))
+    assert report["rows"]["users"] == 60 and report["rows"]["items"] == 20
+    assert pd.Timestamp("2026-09-26", tz="UTC") <= pd.Timestamp(report["events_from"])
+    assert pd.Timestamp(report["events_until"]) < pd.Timestamp("2026-10-01", tz="UTC")
+    today = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "b")])
+    until = pd.Timestamp(json.loads(today.stdout)["events_until"])
+    assert pd.Timestamp.now(tz="UTC") - until < pd.Timedelta(days=2)
