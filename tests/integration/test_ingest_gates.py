@@ -56,7 +56,8 @@ def _bad_type(f):
     return f
 
 
-def _duplicated(f):
+def _repeated_id(f):
+    f = f.assign(event_id=[f"e{i}" for i in range(len(f))])
     return pd.concat([f, f.iloc[[7]]], ignore_index=True)
 
 
@@ -69,7 +70,7 @@ BAD = {
     "unknown user": ("events", _unknown_user, DataQualityError, "U9999999"),
     "future timestamp": ("events", _future, DataQualityError, "event_timestamp"),
     "unknown event type": ("events", _bad_type, DataQualityError, "wishlist"),
-    "duplicated event": ("events", _duplicated, DataQualityError, "event_timestamp"),
+    "repeated event id": ("events", _repeated_id, DataQualityError, "event_id"),
     "missing column": ("items", _no_category, ContractError, "category"),
 }
 
