@@ -286,4 +286,5 @@ class PersonaService:
 # Optional API keys (PERSONA_API_KEYS), for every route but the probes, metrics and docs.
 PersonaService.add_asgi_middleware(ApiKeyMiddleware)
 # JSON bodies only: BentoML's form and multipart parsing answers some malformed bodies with 500.
-PersonaService.add_asgi_middleware(JsonOnlyMiddleware)
+PersonaService.add_asgi_middleware(
+    JsonOnlyMiddleware, routes=frozenset(f"/{name}" for name in PersonaService.apis))

@@ -190,4 +190,7 @@ def test_content_types(http: httpx.Client, content_type: str | None, body: bytes
 @pytest.mark.parametrize("route", ROUTES)
 def test_other_methods_are_refused(http: httpx.Client, route: str) -> None:
     for method in ("GET", "PUT", "DELETE"):
-        refused(http.request(method, route), route, 405)
+        reply = http.request(method, route)
+        refused(reply, route, 405)
+        assert reply.headers["allow"] == "POST"
+        assert reply.json() == {"error": f"{route} takes POST with a JSON body"}
