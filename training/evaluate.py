@@ -236,25 +236,23 @@ def auc_gains(y: np.ndarray, users: np.ndarray, scores: dict[str, np.ndarray],
         return {}
     codes, distinct = pd.factorize(users)
     rng = np.random.default_rng(seed)
-    weights = [np.bincount(rng.integers(0, len(distinct), len(distinct)),
-                           minlength=len(distinct))[codes].astype(float) for _ in range(n)]
-    inverse = {name: np.unique(np.asarray(s, float), return_inverse=True)[1]
-               for name, s in scores.items()}
-    ones = np.ones(len(y))
+    names = list(scores)
+    inverse = [np.unique(np.asarray(scores[name], float), return_inverse=True)[1]
+               for name in names]
     y = y.astype(float)
-
-    def aucs(name: str) -> np.ndarray:
-        return np.array([_weighted_auc(inverse[name], y, w) for w in weights])
-
-    ref_point, ref_draws = _weighted_auc(inverse[reference], y, ones), aucs(reference)
+    point = np.array([_weighted_auc(inv, y, np.ones(len(y))) for inv in inverse])
+    draws = np.empty((n, len(names)))
+    for i in range(n):  # one draw's row weights at a time, shared by every scorer
+        w = np.bincount(rng.integers(0, len(distinct), len(distinct)),
+                        minlength=len(distinct))[codes].astype(float)
+        draws[i] = [_weighted_auc(inv, y, w) for inv in inverse]
+    ref = names.index(reference)
     out = {}
-    for name in scores:
-        if name == reference:
+    for j, name in enumerate(names):
+        if j == ref:
             continue
-        draws = ref_draws - aucs(name)
-        low, high = np.quantile(draws, [0.05, 0.95])
-        out[name] = {"gain": ref_point - _weighted_auc(inverse[name], y, ones),
-                     "low": float(low), "high": float(high)}
+        low, high = np.quantile(draws[:, ref] - draws[:, j], [0.05, 0.95])
+        out[name] = {"gain": float(point[ref] - point[j]), "low": float(low), "high": float(high)}
     return out
 
 
