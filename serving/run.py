@@ -10,6 +10,7 @@ server process loads XGBoost.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import socket
@@ -23,10 +24,23 @@ from typing import NoReturn
 
 import httpx
 
+from persona.core.catalog import (
+    WrongHomeError,
+    foreign_model_warning,
+    newest_for_home,
+    resolve_tag,
+)
 from persona.core.settings import BENTOML_HOME, PROJECT_ROOT, Settings
-from serving import SERVICE_NAME, resolve_model_tag, resolve_propensity_tag
+from serving import (
+    MODEL_NAME,
+    PROPENSITY_MODEL_NAME,
+    SERVICE_NAME,
+    resolve_model_tag,
+    resolve_propensity_tag,
+)
 
 SERVICE = "serving.service:PersonaService"
+log = logging.getLogger(__name__)
 
 
 class ServerError(RuntimeError):
@@ -68,39 +82,64 @@ def check_home(settings: Settings) -> None:
 
 def check_model(tag: str | None, settings: Settings | None = None) -> str:
     """The resolved tag ("name:version") of the model a server started with `settings` (default
-    from the environment) would load; fails early, with a clear message, when its store has none.
+    from the environment) would load: `tag`, else PERSONA_MODEL_TAG, else the latest trained on
+    the settings' home; fails early, with a clear message, when there is none (or only other
+    homes' models). A pinned model of another home is served, with a warning.
 
     The store is opened from BENTOML_HOME as the server will see it, not through BentoML's
     in-process container, which keeps the first BENTOML_HOME it was asked for.
     """
-    from bentoml.exceptions import NotFound  # noqa: PLC0415
-
     settings = settings or Settings.from_env()
-    home, store = _model_store(settings)
-    wanted = resolve_model_tag(tag, settings)
-    try:
-        return str(store.get(wanted).tag)
-    except (NotFound, FileNotFoundError) as exc:
-        raise ServerError(f"no model {wanted} in the BentoML model store under {home}: "
-                          "train one first (persona train)") from exc
+    found = _home_model(settings, MODEL_NAME, "conversion", tag or settings.model_tag)
+    if found is None:
+        home, _ = _model_store(settings)
+        raise ServerError(f"no model {resolve_model_tag(tag, settings)} in the BentoML model "
+                          f"store under {home}: train one first (persona train)")
+    return found
 
 
 def check_propensity_model(tag: str | None = None,
                            settings: Settings | None = None) -> str | None:
     """The resolved tag of the propensity model a server started with `settings` would load: `tag`,
-    else PERSONA_PROPENSITY_TAG, else the latest; None when none was trained (the server then
-    answers /propensity with 503). A pinned version that is missing fails early."""
+    else PERSONA_PROPENSITY_TAG, else the latest trained on the home; None when there is none
+    (the server then answers /propensity with 503; only other homes' models: with a warning). A
+    pinned version that is missing fails early."""
+    settings = settings or Settings.from_env()
+    try:
+        return _home_model(settings, PROPENSITY_MODEL_NAME, "propensity",
+                           tag or settings.propensity_tag)
+    except ServerError as exc:
+        if isinstance(exc.__cause__, WrongHomeError):
+            log.warning("serving without a propensity model: %s", exc)
+            return None
+        raise
+
+
+def _home_model(settings: Settings, name: str, task: str, pinned: str | None) -> str | None:
+    """The tag of `pinned` (warning when it was trained on another home), else of the newest
+    model `name` trained on the settings' home; None when there is none at all."""
     from bentoml.exceptions import NotFound  # noqa: PLC0415
 
-    settings = settings or Settings.from_env()
     home, store = _model_store(settings)
-    wanted = resolve_propensity_tag(tag, settings)
+    if pinned is None:
+        try:
+            versions = store.list(name)
+        except (NotFound, FileNotFoundError):
+            versions = []
+        try:
+            chosen = newest_for_home(versions, settings.home, task)
+        except WrongHomeError as exc:
+            raise ServerError(str(exc)) from exc
+        return None if chosen is None else str(chosen.tag)
+    wanted = resolve_tag(name, pinned)
     try:
-        return str(store.get(wanted).tag)
+        model = store.get(wanted)
     except (NotFound, FileNotFoundError) as exc:
-        if wanted.endswith(":latest"):
-            return None
         raise ServerError(f"no model {wanted} in the BentoML model store under {home}") from exc
+    warning = foreign_model_warning(str(model.tag), model.info.metadata, settings.home)
+    if warning:
+        log.warning("%s", warning)
+    return str(model.tag)
 
 
 def _model_store(settings: Settings):

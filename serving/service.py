@@ -3,9 +3,8 @@ profiles of shoppers, from online features, each score with its reasons.
 
 A thin shell around `serving.scoring.Scorer` and `serving.profiles`. The conversion model is
 declared at class scope so that a built Bento references it; which model is read from
-the settings (PERSONA_MODEL_TAG; default the latest `persona-conversion`) when this module is
-imported. The
-propensity model is optional and loaded from the model store when the service starts (see
+the settings (PERSONA_MODEL_TAG, which `persona serve` pins to the latest trained on the home;
+else the latest `persona-conversion`) when this module is imported. The propensity model is optional and loaded from the model store when the service starts (see
 `stored_propensity_model` for why it is not declared at class scope). Which online store is read
 from PERSONA_HOME / PERSONA_REDIS_URL when the service starts. BentoML adds /livez, /readyz,
 /healthz, /metrics and the OpenAPI document at /docs.json.
@@ -27,8 +26,15 @@ from bentoml.exceptions import NotFound, ServiceUnavailable
 from pydantic_core import to_json
 from starlette.responses import JSONResponse, Response
 
+from persona.core.catalog import WrongHomeError, newest_for_home
 from persona.core.settings import PROPENSITY_TAG, Settings, library_defaults
-from serving import MODEL_NAME, SERVICE_NAME, resolve_model_tag, resolve_propensity_tag
+from serving import (
+    MODEL_NAME,
+    PROPENSITY_MODEL_NAME,
+    SERVICE_NAME,
+    resolve_model_tag,
+    resolve_propensity_tag,
+)
 from serving.auth import ApiKeyMiddleware
 from serving.breaker import Breaker
 from serving.json_only import JsonOnlyMiddleware
@@ -100,8 +106,9 @@ def check_inputs(booster, features: list[str], tag: str) -> None:
 
 
 def stored_propensity_model(settings: Settings | None = None) -> bentoml.Model | None:
-    """The propensity model to serve: the settings' PERSONA_PROPENSITY_TAG, else the latest; None
-    when none was trained. A pinned version that is not in the store is an error.
+    """The propensity model to serve: the settings' PERSONA_PROPENSITY_TAG, else the latest
+    trained on the settings' home; None when there is none (or only other homes' models). A
+    pinned version that is not in the store is an error.
 
     Loaded here, from the store, and not declared at class scope like the conversion model:
     BentoML 1.4 resolves every class-scope `BentoModel` before the server starts, and
@@ -110,12 +117,21 @@ def stored_propensity_model(settings: Settings | None = None) -> bentoml.Model |
     without it. The price: a built Bento does not carry the propensity model; it serves the one
     in the model store of the machine it runs on, if any.
     """
-    wanted = resolve_propensity_tag(settings=settings or Settings.from_env())
+    settings = settings or Settings.from_env()
+    if settings.propensity_tag is None:
+        try:
+            versions = bentoml.models.list(PROPENSITY_MODEL_NAME)
+        except NotFound:
+            return None
+        try:
+            return newest_for_home(versions, settings.home, "propensity")
+        except WrongHomeError as exc:
+            logger.warning("serving without a propensity model: %s", exc)
+            return None
+    wanted = resolve_propensity_tag(settings=settings)
     try:
         return bentoml.models.get(wanted)
     except NotFound:
-        if wanted.endswith(":latest"):
-            return None
         raise NotFound(f"propensity model {wanted} (pinned by {PROPENSITY_TAG}) is not in "
                        "the model store") from None
 

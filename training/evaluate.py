@@ -206,16 +206,47 @@ def ndcg_at_k(users: np.ndarray, y: np.ndarray, scores: np.ndarray, k: int = K,
     return float((dcg / ideal.reindex(dcg.index)).mean())
 
 
+def deciles(scores: np.ndarray, seed: int = 0) -> list[np.ndarray]:
+    """Row indices of the ten score deciles, top-scored first: decile k holds ranks
+    ceil((k-1)n/10) .. ceil(kn/10) - 1, so with fewer than ten rows some are empty. Ties are
+    broken in a fixed random order, so a scorer with many ties is not credited with the input
+    order. The one definition of a decile for the lift metric and the gains table."""
+    n = len(scores)
+    tie = np.random.default_rng(seed).permutation(n)
+    order = np.lexsort((tie, -np.asarray(scores, float)))
+    cuts = [-(-k * n // 10) for k in range(11)]  # exact integer ceil(k * n / 10)
+    return [order[cuts[k]:cuts[k + 1]] for k in range(10)]
+
+
 def top_decile_lift(y: np.ndarray, scores: np.ndarray, seed: int = 0) -> float:
     """The positive rate of the top-scored 10% of rows over the overall positive rate: how many
-    times better than random a campaign aimed at the top decile does. Ties are broken in a fixed
-    random order, so a scorer with many ties is not credited with the input order."""
+    times better than random a campaign aimed at the top decile does (ties as in `deciles`)."""
     if len(y) == 0 or y.sum() == 0:
         return float("nan")
-    tie = np.random.default_rng(seed).permutation(len(y))
-    order = np.lexsort((tie, -np.asarray(scores, float)))
-    top = order[: max(1, int(np.ceil(0.1 * len(y))))]
+    top = deciles(scores, seed)[0]
     return float(y[top].mean() / y.mean())
+
+
+def gains_by_decile(y: np.ndarray, scores: np.ndarray, seed: int = 0) -> list[dict]:
+    """Cumulative gains and lift per score decile, top first: rows, positives, the share of all
+    positives captured down to it, the decile's lift and the cumulative lift (each a positive
+    rate over the overall one). The first decile's lift is `top_decile_lift`. Empty deciles
+    (fewer than ten rows) are left out; no positives, no table."""
+    y = np.asarray(y)
+    if len(y) == 0 or y.sum() == 0:
+        return []
+    rate, total = y.mean(), int(y.sum())
+    out, rows, positives = [], 0, 0
+    for k, part in enumerate(deciles(scores, seed), start=1):
+        if len(part) == 0:
+            continue
+        rows, positives = rows + len(part), positives + int(y[part].sum())
+        out.append({"decile": k, "rows": int(len(part)), "positives": int(y[part].sum()),
+                    "cumulative_rows": rows, "cumulative_positives": positives,
+                    "cumulative_share": positives / total,
+                    "lift": float(y[part].mean() / rate),
+                    "cumulative_lift": float(positives / rows / rate)})
+    return out
 
 
 def _weighted_auc(inverse: np.ndarray, y: np.ndarray, w: np.ndarray) -> float:

@@ -4,18 +4,22 @@ lives under BENTOML_HOME (BentoML reads it on first use)."""
 
 from __future__ import annotations
 
+import logging
 import math
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import bentoml
 import xgboost as xgb
 
-from persona.core.catalog import MODELS, resolve_tag
+from persona.core.catalog import MODELS, foreign_model_warning, newest_for_home, resolve_tag
+
+log = logging.getLogger(__name__)
 
 MODEL_NAME = MODELS["conversion"].model_name  # the default task's name, which serving imports
 # The serving service reads these keys; a model without any of them is never saved.
 REQUIRED_METADATA = ("task", "feature_service", "features", "training_window", "data_hash",
-                     "metrics", "validation", "snapshot_interval_seconds")
+                     "metrics", "validation", "snapshot_interval_seconds", "home")
 WINDOW_KEYS = ("train_from", "train_until", "valid_from", "valid_until")
 
 
@@ -82,13 +86,27 @@ def save_model(booster: xgb.Booster, metadata: dict) -> str:
     return str(model.tag)
 
 
-def get_model(tag: str | None = None, task: str = "conversion") -> StoredModel:
+def get_model(tag: str | None = None, task: str = "conversion",
+              home: Path | None = None) -> StoredModel:
     """The model `tag` ("name:version", or just a version of the task's model), the task's
     latest version when None, with the tag resolved to its version. A model of another task is
-    an error, so a pinned tag cannot silently answer the wrong question."""
+    an error, so a pinned tag cannot silently answer the wrong question. With `home`, the
+    latest is the latest trained on that home (`catalog.newest_for_home`), and a pinned model
+    of another home is served with a warning."""
     if task not in MODELS:
         raise ModelMetadataError(f"unknown task {task!r}; known: {sorted(MODELS)}")
-    wanted = resolve_tag(MODELS[task].model_name, tag)
+    name = MODELS[task].model_name
+    if tag is None and home is not None:
+        try:
+            versions = bentoml.models.list(name)
+        except bentoml.exceptions.NotFound:
+            versions = []
+        chosen = newest_for_home(versions, home, task)
+        if chosen is None:
+            raise ModelNotFoundError(f"no model {name} in the BentoML model store; train one "
+                                     f"with persona train --task {task}")
+        tag = str(chosen.tag)
+    wanted = resolve_tag(name, tag)
     try:
         model = bentoml.models.get(wanted)
     except bentoml.exceptions.NotFound:
@@ -98,10 +116,14 @@ def get_model(tag: str | None = None, task: str = "conversion") -> StoredModel:
     if metadata.get("task") != task:
         raise ModelMetadataError(f"model {model.tag} was trained for task "
                                  f"{metadata.get('task')!r}, not {task!r}")
+    warning = home is not None and foreign_model_warning(str(model.tag), metadata, home)
+    if warning:
+        log.warning("%s", warning)
     return StoredModel(str(model.tag), bentoml.xgboost.load_model(model), metadata)
 
 
-def load_model(tag: str | None = None, task: str = "conversion") -> tuple[xgb.Booster, dict]:
+def load_model(tag: str | None = None, task: str = "conversion",
+               home: Path | None = None) -> tuple[xgb.Booster, dict]:
     """The booster and metadata of `tag` (see `get_model`), the task's latest when None."""
-    stored = get_model(tag, task)
+    stored = get_model(tag, task, home)
     return stored.booster, stored.metadata

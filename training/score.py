@@ -262,7 +262,7 @@ def score(
                          "user_id, item_id [, event_timestamp] columns")
     if candidates is None and as_of is None:
         raise ScoreError("give --as-of DATE: the moment whose features the scores use")
-    model = get_model(model_tag, task)
+    model = get_model(model_tag, task, settings.home)
     model.booster.set_param({"nthread": threads()})
     source = (candidate_source(candidates, task, as_of, chunk_rows) if candidates is not None
               else active_user_source(settings, as_of, chunk_rows))

@@ -1,10 +1,13 @@
 """The models Persona trains and the feature services they read: the name each model is saved
 under in the BentoML model store and its feature service. Feature definitions, training and
-serving all take the names from here."""
+serving all take the names from here, and which stored model belongs to which home."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 CONVERSION_SERVICE = "conversion_v1"
 PROPENSITY_SERVICE = "propensity_v1"
@@ -33,3 +36,41 @@ def resolve_tag(model_name: str, tag: str | None = None) -> str:
     """`tag`, else the latest version; a bare version ("v1abc") gets the model name."""
     tag = tag or f"{model_name}:latest"
     return tag if ":" in tag else f"{model_name}:{tag}"
+
+
+class WrongHomeError(LookupError):
+    """Models of the task exist, but none was trained on this home."""
+
+
+def newest_for_home(models: Iterable[Any], home: Path, task: str) -> Any | None:
+    """The newest of `models` (BentoML models of one task) trained on `home`, by the home its
+    metadata records; None when there are none at all. Homes share one model store, and a
+    model trained on another shop's features answers for the wrong shop, so when only other
+    homes' models exist this is an error naming both homes."""
+    newest_first = sorted(models, key=lambda m: m.info.creation_time, reverse=True)
+    for model in newest_first:
+        if trained_on(model.info.metadata) == str(home):
+            return model
+    if not newest_first:
+        return None
+    other = newest_first[0]
+    raise WrongHomeError(
+        f"no {task} model was trained on home {home}; the latest, {other.tag}, was trained on "
+        f"{trained_on(other.info.metadata) or 'a home it does not record'}: train one on this "
+        f"home (persona train --task {task}) or pin that one with --model")
+
+
+def trained_on(metadata: Mapping[str, Any]) -> str | None:
+    """The home a model's metadata says it was trained on (None for models saved before homes
+    were recorded)."""
+    home = metadata.get("home")
+    return str(home) if home else None
+
+
+def foreign_model_warning(tag: str, metadata: Mapping[str, Any], home: Path) -> str | None:
+    """The warning a pinned model of another home deserves, or None when it is this home's."""
+    trained = trained_on(metadata)
+    if trained == str(home):
+        return None
+    return (f"model {tag} was trained on home {trained or '(not recorded)'}, not {home}; "
+            "serving it because it was pinned")

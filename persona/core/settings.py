@@ -40,7 +40,7 @@ GX_ANALYTICS = "GX_ANALYTICS_ENABLED"
 VARIABLES: dict[str, str] = {
     HOME: "State directory: offline store, registry, SQLite online store, Data Docs "
           "(default `data/` of the project)",
-    REPORTS_DIR: "Training reports (default `reports/` of the project)",
+    REPORTS_DIR: "Training reports (default `reports/` of the home)",
     REDIS_URL: "Online store `redis://[:password@]host:port[/db]` (or `rediss://`); "
                "unset: SQLite in the home",
     SNAPSHOT_INTERVAL: "Snapshot interval of `persona ingest`, e.g. `1d` (default) or `1h`",
@@ -136,7 +136,7 @@ class Settings:
         environment), then defaults under the project."""
         env = os.environ if env is None else env
         home = Path(home or env.get(HOME) or PROJECT_ROOT / "data").resolve()
-        reports = env.get(REPORTS_DIR) or PROJECT_ROOT / "reports"
+        reports = env.get(REPORTS_DIR) or home / "reports"  # a home's reports describe its shop
         return cls(
             home=home,
             reports_dir=Path(reports).resolve(),

@@ -1,21 +1,26 @@
 """`persona segments --as-of DATE`: every active user's tags and segment at a date.
 
 Features come from Feast as they were at DATE (the profile feature service, point in time),
-scores from the latest propensity model when one is trained; the rules are the tag file's.
+scores from the latest propensity model trained on this home, when there is one; the rules are
+the tag file's.
 """
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from pathlib import Path
 
 import pandas as pd
 
-from persona.core.catalog import MODELS, PROFILE_SERVICE
+from persona.core.catalog import PROFILE_SERVICE, WrongHomeError
 from persona.core.settings import Settings
 from persona.featurestore.config import feature_store
 from persona.profiling.tags import TagBook
+from training.model_store import ModelNotFoundError
 from training.score import active_users, raw_events, score
+
+log = logging.getLogger(__name__)
 
 
 def profile_features(settings: Settings, users: pd.Series, as_of: pd.Timestamp) -> pd.DataFrame:
@@ -29,17 +34,17 @@ def profile_features(settings: Settings, users: pd.Series, as_of: pd.Timestamp) 
 
 
 def propensity_scores(settings: Settings, as_of: pd.Timestamp) -> pd.DataFrame | None:
-    """Propensity of every active user as of `as_of`, or None when no propensity model exists."""
-    import bentoml
-    from bentoml.exceptions import NotFound
-
+    """Propensity of every active user as of `as_of`, or None when no propensity model was
+    trained on this home (another home's model is not used: it learnt another shop)."""
     try:
-        bentoml.models.get(f"{MODELS['propensity'].model_name}:latest")
-    except NotFound:
+        with tempfile.TemporaryDirectory() as tmp:
+            result = score(settings, "propensity", Path(tmp) / "scores.parquet", as_of=as_of)
+            scores = pd.read_parquet(result.path, columns=["user_id", "score"])
+    except ModelNotFoundError:
         return None
-    with tempfile.TemporaryDirectory() as tmp:
-        result = score(settings, "propensity", Path(tmp) / "scores.parquet", as_of=as_of)
-        scores = pd.read_parquet(result.path, columns=["user_id", "score"])
+    except WrongHomeError as exc:
+        log.warning("segments without propensity: %s", exc)
+        return None
     return scores.rename(columns={"score": "propensity"}).set_index("user_id")
 
 

@@ -309,3 +309,43 @@ def test_breaker_fails_fast_for_its_cool_off_then_lets_a_request_try() -> None:
     breaker.trip()
     breaker.reset()  # the readiness probe read the store
     assert not breaker.is_open()
+
+
+def test_a_server_serves_the_models_of_its_own_home(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    """Homes share one model store: the latest model of this home is served, another home's
+    only when pinned (with a warning), and only other homes' models is an error naming both
+    (optional for propensity: served without, with a warning)."""
+    import bentoml
+    from bentoml._internal.configuration.containers import BentoMLContainer
+    from bentoml._internal.models import ModelStore
+
+    from serving.service import stored_propensity_model
+
+    monkeypatch.setenv("BENTOML_HOME", str(tmp_path / "bentoml"))
+    monkeypatch.delenv(MODEL_TAG_ENV, raising=False)
+    monkeypatch.delenv(PROPENSITY_TAG_ENV, raising=False)
+    (tmp_path / "bentoml" / "models").mkdir(parents=True)
+    booster = xgb.train({"nthread": 1}, xgb.DMatrix(np.eye(2), label=[0, 1]), 1)
+    shop_a, shop_b, shop_c = (Settings(tmp_path / name, tmp_path) for name in "abc")
+    tags = {}
+    with BentoMLContainer.model_store.patch(ModelStore(tmp_path / "bentoml" / "models")):
+        for name, settings in (("a", shop_a), ("b", shop_b)):
+            for model in (MODEL_NAME, PROPENSITY_MODEL_NAME):
+                saved = bentoml.xgboost.save_model(model, booster,
+                                                   metadata={"home": str(settings.home)})
+                tags[name, model] = str(saved.tag)
+        assert check_model(None, shop_a) == tags["a", MODEL_NAME]
+        assert check_propensity_model(None, shop_a) == tags["a", PROPENSITY_MODEL_NAME]
+        assert str(stored_propensity_model(shop_a).tag) == tags["a", PROPENSITY_MODEL_NAME]
+        with pytest.raises(ServerError, match=f"home {shop_c.home}; the latest, "
+                                              f"{tags['b', MODEL_NAME]}, was trained on "
+                                              f"{shop_b.home}"):
+            check_model(None, shop_c)
+        with caplog.at_level("WARNING"):
+            assert check_propensity_model(None, shop_c) is None
+            assert stored_propensity_model(shop_c) is None
+            assert check_model(tags["b", MODEL_NAME], shop_a) == tags["b", MODEL_NAME]
+    assert "serving without a propensity model" in caplog.text
+    assert f"trained on home {shop_b.home}, not {shop_a.home}" in caplog.text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from datetime import timedelta
 from pathlib import Path
@@ -115,7 +116,26 @@ def test_evaluate_reports_model_and_both_baselines() -> None:
     assert ev.metrics[POPULARITY]["calibrated_by"] == "isotonic on train"
 
 
-def test_model_store_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _check_homes(booster: xgb.Booster, metadata: dict, first: str, second: str,
+                 caplog: pytest.LogCaptureFixture) -> None:
+    """The latest model of a home is that home's; only other homes' models is an error naming
+    both; a pinned model of another home is served with a warning."""
+    from persona.core.catalog import WrongHomeError
+    from training.model_store import get_model, save_model
+
+    other = save_model(booster, {**metadata, "home": "/shops/b"})  # the newest of all
+    assert get_model(None, home=Path("/shops/a")).tag == second
+    assert get_model(None, home=Path("/shops/b")).tag == other
+    assert get_model(None).tag == other  # without a home: the store's latest
+    with pytest.raises(WrongHomeError, match="home /shops/c; the latest.*trained on /shops/b"):
+        get_model(None, home=Path("/shops/c"))
+    with caplog.at_level(logging.WARNING, logger="training.model_store"):
+        assert get_model(first, home=Path("/shops/b")).tag == first
+    assert "trained on home /shops/a, not /shops/b" in caplog.text
+
+
+def test_model_store_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                caplog: pytest.LogCaptureFixture) -> None:
     from bentoml._internal.configuration.containers import BentoMLContainer
     from bentoml._internal.models.model import ModelStore
 
@@ -130,7 +150,7 @@ def test_model_store_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         "training_window": {k: T0.isoformat() for k in
                             ("train_from", "train_until", "valid_from", "valid_until")},
         "data_hash": "ab" * 32, "metrics": {"model": {"roc_auc": float("nan"), "n": np.int64(3)}},
-        "validation": {}, "snapshot_interval_seconds": 86400.0,
+        "validation": {}, "snapshot_interval_seconds": 86400.0, "home": "/shops/a",
     }
     with BentoMLContainer.model_store.patch(ModelStore(tmp_path / "models")):
         with pytest.raises(ModelMetadataError, match="data_hash"):
@@ -145,5 +165,6 @@ def test_model_store_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         assert loaded.feature_names == ["signal", "noise"]
         _, meta_first = load_model(first)
         assert meta_first["data_hash"] == "ab" * 32
+        _check_homes(booster, metadata, first, second, caplog)
     assert (tmp_path / "models" / MODEL_NAME).is_dir()
     assert list((tmp_path / "models" / MODEL_NAME).rglob("saved_model.ubj"))
