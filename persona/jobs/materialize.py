@@ -2,8 +2,9 @@
 online store (SQLite or Redis), after validating exactly the rows that will be loaded.
 
 Per view, the rows to load are what Feast's own materialization loads: each entity's latest row
-with a timestamp in the view's window, from where its last materialization ended (the first time,
-or with `full`, the start of its TTL window) up to `end`, both ends included. Every view's rows pass
+with a timestamp in the view's window, from where its last materialization into this online
+store ended (`persona.featurestore.online_state`; for a store that never received it, or with
+`full`, the start of its TTL window) up to `end`, both ends included. Every view's rows pass
 the GE gate before anything is written. SQLite is loaded by Feast's `materialize`; a Redis server
 gets the same bytes from `persona.featurestore.redis_layout` (Feast's Python writer managed about
 3,900 entities/s here) and the interval is recorded in the registry exactly as Feast records it, so
@@ -26,7 +27,7 @@ from feast import FeatureStore, FeatureView
 from persona.core.settings import Settings
 from persona.data import offline, quality
 from persona.data.locking import exclusive
-from persona.featurestore import redis_layout
+from persona.featurestore import online_state, redis_layout
 from persona.featurestore.config import feature_store, staged_registry
 
 log = logging.getLogger(__name__)
@@ -44,10 +45,10 @@ class NothingToMaterialize(RuntimeError):
 def materialize(settings: Settings, end: datetime | None = None, full: bool = False,
                 views: Sequence[str] | None = None, bulk: bool = True,
                 on_step: Step = lambda _: None) -> dict[str, int]:
-    """Incremental: each view (default: all) from where its last materialization ended (or from
-    the start of its TTL window) up to `end` (default: just after the last snapshot). `full`
-    reloads the whole TTL window, for a new online store: the registry records progress, not
-    which store received it. `bulk=False` loads Redis through Feast's own writer too.
+    """Incremental: each view (default: all) from where its last materialization into this
+    online store ended (or from the start of its TTL window) up to `end` (default: just after
+    the last snapshot). `full` reloads the whole TTL window. `bulk=False` loads Redis through
+    Feast's own writer too.
     Returns the rows validated and loaded per view."""
     if offline.current_manifest(settings.offline_root) is None:
         raise NothingToMaterialize(
@@ -57,13 +58,15 @@ def materialize(settings: Settings, end: datetime | None = None, full: bool = Fa
         redis_layout.check_reachable(store.config)
         chosen = _views(store, views)
         end = end or last_snapshot(settings, [fv.name for fv in chosen]) + timedelta(seconds=1)
-        windows = {fv.name: (_start(fv, end, full), end) for fv in chosen}
+        loaded = online_state.loaded_until(store.config)
+        windows = {fv.name: (_start(fv, end, full, loaded.get(fv.name)), end) for fv in chosen}
         on_step("reading the rows to load")
         tables = {fv.name: rows_to_load(settings, fv, *windows[fv.name]) for fv in chosen}
         on_step("validating the rows to load")
         frames = {name: _frame(table) for name, table in tables.items() if table.num_rows}
         quality.check_features(frames, pd.Timestamp.now(tz="UTC"), settings.docs_dir)
         bulk = bulk and redis_layout.supports(store.config)
+        _prepare(store, chosen)
         for fv in chosen:
             on_step(f"loading {fv.name}")
             _load(settings, fv, tables[fv.name], windows[fv.name], bulk)
@@ -72,11 +75,20 @@ def materialize(settings: Settings, end: datetime | None = None, full: bool = Fa
         return {name: table.num_rows for name, table in tables.items()}
 
 
+def _prepare(store: FeatureStore, views: Sequence[FeatureView]) -> None:
+    """Create the views' tables in the online store, which `apply` did only for the store it
+    was given (a home switched to another store lacks them); existing tables are kept."""
+    store._get_provider().update_infra(project=store.project, tables_to_delete=[],
+                                       tables_to_keep=list(views), entities_to_delete=[],
+                                       entities_to_keep=store.list_entities(), partial=True)
+
+
 def _load(settings: Settings, fv: FeatureView, table: pa.Table,
           window: tuple[datetime, datetime], bulk: bool) -> None:
-    """Write one view, then record its interval: a run killed before the record is complete
-    reloads the view next time. The record goes to a staged copy of the registry, swapped in
-    atomically, as a kill inside Feast's in-place rewrite would leave the registry truncated."""
+    """Write one view, then record its interval (in the registry, as Feast does, and in the
+    online store): a run killed before the record is complete reloads the view next time. The
+    registry's record goes to a staged copy, swapped in atomically, as a kill inside Feast's
+    in-place rewrite would leave the registry truncated."""
     with staged_registry(settings) as store:
         if bulk:
             redis_layout.write_view(store.config, fv, table)
@@ -88,6 +100,7 @@ def _load(settings: Settings, fv: FeatureView, table: pa.Table,
                 store.materialize(start_date=window[0], end_date=window[1],
                                   feature_views=[fv.name])
             log.debug("feast: %s", chatter.getvalue().strip())
+        online_state.record_loaded(store.config, fv.name, window[1])
 
 
 def rows_to_load(settings: Settings, fv: FeatureView, start: datetime, end: datetime) -> pa.Table:
@@ -131,9 +144,9 @@ def _views(store: FeatureStore, names: Sequence[str] | None) -> list[FeatureView
     return [fv for fv in views if fv.name in names]
 
 
-def _start(fv: FeatureView, end: datetime, full: bool) -> datetime:
-    """Resume after the last materialized interval; first time (or `full`), the TTL window."""
-    previous = fv.most_recent_end_time
+def _start(fv: FeatureView, end: datetime, full: bool, previous: datetime | None) -> datetime:
+    """Resume after the interval last loaded into this store; first time (or `full`), the TTL
+    window."""
     if previous is not None and not full:
         return min(previous, end)
     return end - fv.ttl if fv.ttl and fv.ttl > timedelta(0) else EPOCH

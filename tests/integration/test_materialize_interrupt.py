@@ -28,6 +28,7 @@ from persona.core.settings import PROJECT_ROOT, Settings
 from persona.data import offline
 from persona.data.raw import RawTables
 from persona.data.snapshots import compute_features
+from persona.featurestore import online_state
 from persona.featurestore.config import feature_store
 from persona.featurestore.registry import apply_definitions
 from persona.jobs.materialize import TIMESTAMP, last_snapshot, materialize, rows_to_load
@@ -184,6 +185,7 @@ def test_a_killed_materialization_leaves_whole_rows_and_a_rerun_completes_it(
         recorded = {fv.name: fv.most_recent_end_time for fv in store.list_feature_views()}
         assert recorded == {v.view.name: end if i < target else first_end
                             for i, v in enumerate(views)}  # progress only where writes ended
+        assert online_state.loaded_until(store.config) == recorded  # the store's own record
 
         materialize(settings)  # the rerun
         store = feature_store(settings)

@@ -25,10 +25,10 @@ from persona.core.settings import Settings
 from persona.data import offline
 from persona.data.raw import RawTables
 from persona.data.snapshots import compute_features
-from persona.featurestore import redis_layout
+from persona.featurestore import online_state, redis_layout
 from persona.featurestore.config import feature_store
 from persona.featurestore.registry import apply_definitions
-from persona.jobs.materialize import materialize, rows_to_load
+from persona.jobs.materialize import last_snapshot, materialize, rows_to_load
 
 pytestmark = [pytest.mark.integration, pytest.mark.redis]
 
@@ -119,7 +119,8 @@ def loaded(tmp_path_factory: pytest.TempPathFactory, small_shop, own_redis_url: 
     other = Settings(home=root / "feast", reports_dir=root / "reports", online_url=redis_url)
     materialize(other, bulk=False)
     feast_hashes = _hashes(redis_url)
-    redis.Redis.from_url(redis_url).delete(*feast_hashes)
+    # emptied, record and all, for the bulk writer's own first load
+    redis.Redis.from_url(redis_url).delete(*feast_hashes, online_state.record_key("persona"))
     counts = materialize(base)
     return Loaded(base, other, feast_hashes, _hashes(redis_url), counts)
 
@@ -220,3 +221,22 @@ def test_batches_and_key_expiry(loaded: Loaded) -> None:
     online = store.get_online_features(features=["item_catalog:list_price"],
                                        entity_rows=entity_rows)
     assert online.to_dict()["list_price"] == list(np.arange(rows, dtype=float))
+
+
+def test_switching_online_stores_loads_the_new_one(loaded: Loaded, tmp_path) -> None:
+    """Progress is per online store: after loading Redis, a run into the same home's SQLite
+    loads every view's whole window (not nothing, as the registry's record alone would say);
+    a second run has nothing new; a deleted SQLite file is loaded again."""
+    home = tmp_path / "switched"
+    shutil.copytree(loaded.bulk.home, home, symlinks=True)
+    sqlite = Settings(home=home, reports_dir=tmp_path / "reports")
+    assert all(fv.most_recent_end_time for fv in feature_store(sqlite).list_feature_views())
+    assert materialize(sqlite) == loaded.counts
+    assert set(materialize(sqlite).values()) == {0}
+    sqlite.sqlite_path.unlink()
+    assert materialize(sqlite) == loaded.counts
+    store = feature_store(sqlite)
+    ends = online_state.loaded_until(store.config)
+    views = [fv.name for fv in store.list_feature_views()]
+    assert ends == dict.fromkeys(views, last_snapshot(sqlite, views) + timedelta(seconds=1))
+    assert online_state.loaded_until(feature_store(loaded.bulk).config).keys() == ends.keys()
