@@ -244,7 +244,8 @@ def _train_propensity(world: World) -> tuple[xgb.Booster, list[str], dict]:
                             "valid_until": until},
         "data_hash": "test", "metrics": {}, "validation": {},
         "snapshot_interval_seconds": world.settings.snapshot_interval.total_seconds(),
-        "home": str(world.settings.home), "horizon_days": HORIZON.days, "reference_quantiles": reference,
+        "home": str(world.settings.home), "horizon_days": HORIZON.days,
+        "reference_quantiles": reference,
     }
     return booster, features, metadata
 

@@ -8,7 +8,7 @@ import logging
 import shutil
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -191,7 +191,7 @@ def _metadata(data: Labelled, settings: Settings, split: TimeSplit, fitted: FitR
 
 
 def _report_info(data: Labelled, tag: str, split: TimeSplit, fitted: FitResult,
-                 tuning: dict | None) -> dict:
+                 tuning: dict | None, params: ModelParams) -> dict:
     """What the report page says about the run."""
     spec = data.task
     notes = [] if spec.per_user_ranking else [
@@ -207,11 +207,13 @@ def _report_info(data: Labelled, tag: str, split: TimeSplit, fitted: FitResult,
             "best_iteration": fitted.best_iteration, "n_valid": len(split.valid),
             "gap_days": (split.valid_from - split.train_until) / timedelta(days=1),
             "until": None if data.until is None else pd.Timestamp(data.until).isoformat(),
-            "calibration": fitted.calibration["method"], "tuning": tuning, "notes": notes}
+            "calibration": fitted.calibration["method"], "tuning": tuning, "notes": notes,
+            "params": asdict(params), "train_positives": int(split.train["label"].sum())}
 
 
 def _report_and_save(settings: Settings, data: Labelled, split: TimeSplit, fitted: FitResult,
-                     on_step: Step, tuning: dict | None = None) -> tuple[str, dict, Path]:
+                     on_step: Step, params: ModelParams, tuning: dict | None = None
+                     ) -> tuple[str, dict, Path]:
     """Plots first (into a staging directory), then the model, then the page that names its
     tag; the report is published only once the model is saved."""
     spec = data.task
@@ -235,7 +237,7 @@ def _report_and_save(settings: Settings, data: Labelled, split: TimeSplit, fitte
         shutil.rmtree(staging, ignore_errors=True)
         raise
     page = report.render(evaluation, fitted.booster,
-                         _report_info(data, tag, split, fitted, tuning))
+                         _report_info(data, tag, split, fitted, tuning, params))
     page += segments
     (staging / report.REPORT).write_text(page)
     path = report.publish(staging, settings.reports_dir, tag.split(":", 1)[1],
@@ -297,5 +299,5 @@ def train_labelled(
     on_step(f"fitting on {len(split.train)} rows")
     fitted = fit(split.train, data.frame.features, params, data.categories)
     on_step(f"evaluating on {len(split.valid)} rows")
-    tag, metrics, path = _report_and_save(settings, data, split, fitted, on_step, tuning)
+    tag, metrics, path = _report_and_save(settings, data, split, fitted, on_step, params, tuning)
     return TrainResult(tag, metrics, path, len(split.train), len(split.valid))

@@ -1,4 +1,5 @@
-"""The training report: a Markdown page with the metrics beside the baselines, and four plots.
+"""The training report: a Markdown page with the training data's window and class balance, the
+hyper-parameters, the metrics beside the baselines, a gains table by decile, and five plots.
 
 Each run writes its own directory under the reports directory and then points `latest` at it
 with one atomic rename, so `latest` is always a complete report.
@@ -19,13 +20,15 @@ import xgboost as xgb  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from sklearn.metrics import precision_recall_curve, roc_curve  # noqa: E402
 
-from training.evaluate import GAIN, LIFT, Evaluation, K  # noqa: E402
+from training.evaluate import GAIN, LIFT, MODEL, Evaluation, K, gains_by_decile  # noqa: E402
+from training.model import ModelParams, booster_params  # noqa: E402
 
 PLOTS = {"roc": "roc.png", "pr": "pr.png", "calibration": "calibration.png",
-         "importance": "importance.png"}
+         "scores": "score_histogram.png", "importance": "importance.png"}
 REPORT = "report.md"
 LATEST = "latest"
 TOP_FEATURES = 20
+SCORE_BINS = 30
 METRICS = ("roc_auc", "pr_auc", LIFT, f"ndcg@{K}", "log_loss", "ece")
 
 
@@ -73,6 +76,23 @@ def plot_calibration(ev: Evaluation, path: Path) -> None:
     _save(fig, path)
 
 
+def plot_scores(ev: Evaluation, path: Path) -> None:
+    """The model's validation scores of positives and of negatives on the same bins, each as a
+    density: with a few percent positives, counts would hide the positives' shape."""
+    scores = ev.scored[MODEL].scores
+    bins = np.histogram_bin_edges(scores, bins=SCORE_BINS)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, name, color in ((0, "negatives", "#4c72b0"), (1, "positives", "#dd8452")):
+        part = scores[ev.y == label]
+        if len(part):
+            ax.hist(part, bins=bins, density=True, histtype="stepfilled", alpha=0.45,
+                    color=color, edgecolor=color, label=f"{name} ({len(part)} rows)")
+    ax.set(xlabel="model score (calibrated probability)", ylabel="density",
+           title="Model scores by class, validation")
+    ax.legend(loc="upper right", fontsize=8)
+    _save(fig, path)
+
+
 def importance(booster: xgb.Booster) -> list[tuple[str, float]]:
     """Total gain per feature, largest first; features never split on are left out."""
     gain = booster.get_score(importance_type="total_gain")
@@ -89,12 +109,13 @@ def plot_importance(booster: xgb.Booster, path: Path) -> None:
 
 
 def write_plots(ev: Evaluation, booster: xgb.Booster, directory: Path) -> dict[str, Path]:
-    """The four PNGs in `directory`; returns their paths by kind."""
+    """The five PNGs in `directory`; returns their paths by kind."""
     directory.mkdir(parents=True, exist_ok=True)
     paths = {kind: directory / name for kind, name in PLOTS.items()}
     plot_roc(ev, paths["roc"])
     plot_pr(ev, paths["pr"])
     plot_calibration(ev, paths["calibration"])
+    plot_scores(ev, paths["scores"])
     plot_importance(booster, paths["importance"])
     return paths
 
@@ -126,6 +147,55 @@ def tuning_section(tuning: dict | None) -> list[str]:
     return [*lines, ""]
 
 
+def data_section(ev: Evaluation, info: dict) -> list[str]:
+    """The training window and class balance: each set's bounds, rows and positives."""
+    window, n_train, positives = info["training_window"], info["n_train"], info["train_positives"]
+    train_rate = positives / n_train if n_train else float("nan")
+    return [
+        "## Training data", "",
+        "| set | from | until | rows | positives | positive rate |",
+        "|---|---|---|---:|---:|---:|",
+        f"| train | {window['train_from']} | {window['train_until']} | {n_train} | "
+        f"{positives} | {_fmt(train_rate)} |",
+        f"| validation | {window['valid_from']} | {window['valid_until']} | {len(ev.y)} | "
+        f"{int(ev.y.sum())} | {_fmt(float(ev.y.mean()) if len(ev.y) else float('nan'))} |",
+        "",
+        f"The latest {info['n_holdout']} training rows were the early-stopping holdout; "
+        f"{info['best_iteration'] + 1} trees kept. Gap between train and validation: "
+        f"{info['gap_days']:.2f} days.",
+        *(["", *(f"- {note}" for note in info["notes"])] if info.get("notes") else []),
+        "",
+    ]
+
+
+def params_section(info: dict) -> list[str]:
+    """The booster's hyper-parameters as fitted (after the search, when one ran)."""
+    params = ModelParams(**info["params"])
+    config = booster_params(params)
+    rows = [f"| {name} | {'auto (one per usable CPU)' if value is None else value} |"
+            for name, value in info["params"].items()]
+    return ["## Hyper-parameters", "",
+            f"`training.model.ModelParams`; objective `{config['objective']}`, "
+            f"`{config['tree_method']}` trees, early stopping on the holdout's log loss.", "",
+            "| parameter | value |", "|---|---|", *rows, ""]
+
+
+def gains_table(ev: Evaluation) -> list[str]:
+    """Cumulative gains and lift of the model's scores by validation decile, top first."""
+    table = gains_by_decile(ev.y, ev.scored[MODEL].scores)
+    lines = ["## Gains by decile (model, validation)", ""]
+    if not table:
+        return [*lines, "No positive rows in validation: no gains table.", ""]
+    lines += ["Deciles of the model's score, top 10% first (ties in the same fixed random "
+              f"order as {LIFT}); lift is a positive rate over the overall one.", "",
+              "| decile | rows | positives | cumulative share of positives | lift "
+              "| cumulative lift |", "|---:|---:|---:|---:|---:|---:|"]
+    lines += [f"| {d['decile']} | {d['rows']} | {d['positives']} | "
+              f"{d['cumulative_share']:.1%} | {d['lift']:.2f} | {d['cumulative_lift']:.2f} |"
+              for d in table]
+    return [*lines, ""]
+
+
 def metrics_table(ev: Evaluation) -> list[str]:
     """Model and baselines side by side, one row per metric the evaluation computed."""
     names = list(ev.metrics)
@@ -141,8 +211,8 @@ def metrics_table(ev: Evaluation) -> list[str]:
 
 def render(ev: Evaluation, booster: xgb.Booster, info: dict) -> str:
     """The Markdown page. `info` carries the task's title, what a positive row is and its
-    baselines, the tag, window, data hash, sizes and fit details."""
-    window = info["training_window"]
+    baselines, the tag, window, data hash, sizes, training positives, parameters and fit
+    details."""
     ndcg = (f" and NDCG@{K} (mean over validation users with a positive; ties in a fixed "
             "random order)") if f"ndcg@{K}" in next(iter(ev.metrics.values())) else ""
     known = f"; only what was known at {info['until']} (--until)" if info.get("until") else ""
@@ -153,14 +223,8 @@ def render(ev: Evaluation, booster: xgb.Booster, info: dict) -> str:
         f"`{info['feature_service']}`, {len(info['features'])} features; offline data "
         f"`{info['data_hash'][:12]}`{known}.",
         "",
-        f"- train: {window['train_from']} .. {window['train_until']} "
-        f"({info['n_train']} rows, of which the latest {info['n_holdout']} were the "
-        f"early-stopping holdout; {info['best_iteration'] + 1} trees kept)",
-        f"- validation: {window['valid_from']} .. {window['valid_until']} "
-        f"({info['n_valid']} rows, positive rate {ev.y.mean():.4f}); gap between them: "
-        f"{info['gap_days']:.2f} days",
-        *(f"- {note}" for note in info.get("notes", ())),
-        "",
+        *data_section(ev, info),
+        *params_section(info),
         "## Validation metrics",
         "",
         *metrics_table(ev),
@@ -176,6 +240,7 @@ def render(ev: Evaluation, booster: xgb.Booster, info: dict) -> str:
         "interval from a paired bootstrap over validation users: an interval across zero "
         "is a tie within the validation set's noise.",
         "",
+        *gains_table(ev),
         *tuning_section(info.get("tuning")),
         "## Plots",
         "",

@@ -3,6 +3,7 @@ from frames already tagged by `persona.profiling.tags.TagBook` (no store, no mod
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import pandas as pd
@@ -23,33 +24,51 @@ def segment_sizes(segmented: pd.DataFrame, book: TagBook | None = None) -> pd.Da
 
 def plot_segments(segmented: pd.DataFrame, directory: Path, book: TagBook | None = None
                   ) -> dict[str, Path]:
-    """Two PNGs for the training report: users per segment, and propensity by segment."""
+    """Two PNGs for the training report: users per segment, and propensity by segment. Both
+    list every segment the tag file declares, top to bottom in its order (an empty one as 0
+    users, no box), so the plots of every run read alike."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    sizes = segment_sizes(segmented, book)
+    book = book or TagBook.load()
+    order = [s.name for s in book.segments]
+    users = segment_sizes(segmented, book)["users"].reindex(order, fill_value=0)
+    rows = range(len(order))
     directory.mkdir(parents=True, exist_ok=True)
     paths = {"segment_sizes": directory / "segment_sizes.png",
              "propensity_by_segment": directory / "propensity_by_segment.png"}
     fig, ax = plt.subplots(figsize=(7, 4))
-    ax.barh(sizes.index[::-1], sizes["users"][::-1], color="#4c72b0")
+    ax.barh(rows, users.to_numpy(), color="#4c72b0")
     ax.set_xlabel("users")
     ax.set_title("Users per segment")
+    _segments_top_down(ax, order)
     fig.tight_layout()
     fig.savefig(paths["segment_sizes"], dpi=110)
     plt.close(fig)
     fig, ax = plt.subplots(figsize=(7, 4))
-    groups = [segmented.loc[segmented["segment"] == s, "propensity"].dropna() for s in sizes.index]
-    ax.boxplot(groups, vert=False, showfliers=False)
-    ax.set_yticks(range(1, len(sizes) + 1), sizes.index)
+    groups = [segmented.loc[segmented["segment"] == s, "propensity"].dropna() for s in order]
+    drawn = [i for i, g in enumerate(groups) if len(g)]
+    if drawn:
+        # `orientation` since Matplotlib 3.10; `vert` is deprecated in 3.11, gone in 3.13
+        horizontal = ({"orientation": "horizontal"} if "orientation" in
+                      inspect.signature(ax.boxplot).parameters else {"vert": False})
+        ax.boxplot([groups[i] for i in drawn], positions=drawn, showfliers=False, **horizontal)
     ax.set_xlabel("purchase propensity")
     ax.set_title("Propensity by segment")
+    _segments_top_down(ax, order)
     fig.tight_layout()
     fig.savefig(paths["propensity_by_segment"], dpi=110)
     plt.close(fig)
     return paths
+
+
+def _segments_top_down(ax, order: list[str]) -> None:
+    """Segment i on row i, the first declared at the top."""
+    ax.set_yticks(range(len(order)), order)
+    if order:  # a tag file may declare no segments
+        ax.set_ylim(len(order) - 0.5, -0.5)
 
 
 def report_section(frame: pd.DataFrame, propensity, directory: Path,

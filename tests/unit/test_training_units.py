@@ -1,9 +1,11 @@
-"""Training stages on hand-made frames: split bounds, metrics, model store round trip."""
+"""Training stages on hand-made frames: split bounds, metrics, the report, model store round
+trip."""
 
 from __future__ import annotations
 
 import logging
 import math
+from dataclasses import asdict
 from datetime import timedelta
 from pathlib import Path
 
@@ -12,8 +14,20 @@ import pandas as pd
 import pytest
 import xgboost as xgb
 
-from training.evaluate import ACTIVITY, MODEL, POPULARITY, calibration_bins, evaluate, ndcg_at_k
+from training.evaluate import (
+    ACTIVITY,
+    LIFT,
+    MODEL,
+    POPULARITY,
+    Evaluation,
+    calibration_bins,
+    evaluate,
+    gains_by_decile,
+    ndcg_at_k,
+    top_decile_lift,
+)
 from training.model import ModelParams, fit, holdout_split, predict
+from training.report import PLOTS, render, write_plots
 from training.split import SplitError, time_split
 
 T0 = pd.Timestamp("2026-09-01", tz="UTC")
@@ -168,3 +182,94 @@ def test_model_store_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         _check_homes(booster, metadata, first, second, caplog)
     assert (tmp_path / "models" / MODEL_NAME).is_dir()
     assert list((tmp_path / "models" / MODEL_NAME).rglob("saved_model.ubj"))
+
+
+def test_gains_by_decile_reuses_the_top_decile_definition() -> None:
+    rng = np.random.default_rng(3)
+    y = (rng.random(253) < 0.2).astype(int)
+    for scores in (y + rng.normal(size=len(y)), np.ones(len(y))):  # informative; all tied
+        table = gains_by_decile(y, scores)
+        assert [d["decile"] for d in table] == list(range(1, 11))
+        assert sum(d["rows"] for d in table) == len(y)
+        assert sum(d["positives"] for d in table) == y.sum()
+        assert table[-1]["cumulative_share"] == 1.0 and table[-1]["cumulative_lift"] == 1.0
+        assert table[0]["lift"] == top_decile_lift(y, scores)
+        assert table[0]["cumulative_lift"] == pytest.approx(table[0]["lift"])
+    assert gains_by_decile(np.zeros(5, int), np.arange(5.0)) == []
+    assert [d["rows"] for d in gains_by_decile(np.array([1, 0, 0]), np.arange(3.0))] == [1, 1, 1]
+
+
+def _report_inputs() -> tuple[Evaluation, xgb.Booster, dict]:
+    """A real booster and evaluation on a small random frame, and the `info` the pipeline
+    gives the report."""
+    frame = frame_over(30, per_day=40)
+    split = time_split(frame, timedelta(days=7))
+    params = ModelParams(max_depth=3, min_child_weight=1.0, num_boost_round=60,
+                         early_stopping_rounds=10, nthread=1)
+    fitted = fit(split.train, ["signal", "noise"], params)
+    ev = evaluate(split.train, split.valid, predict(fitted.booster, split.valid,
+                                                    ["signal", "noise"]))
+    info = {"tag": "conversion_model:abc", "title": "Conversion model",
+            "positive": "a view followed by a purchase within {h} days",
+            "baselines_text": "Item popularity and user activity.", "horizon_days": 7,
+            "feature_service": "conversion_v1", "features": ["signal", "noise"],
+            "data_hash": "ab" * 32, "training_window": split.window(),
+            "n_train": len(split.train), "train_positives": int(split.train["label"].sum()),
+            "n_holdout": fitted.n_holdout, "best_iteration": fitted.best_iteration,
+            "n_valid": len(split.valid), "gap_days": 0.0, "until": None,
+            "calibration": "identity", "tuning": None, "notes": [],
+            "params": asdict(params)}
+    return ev, fitted.booster, info
+
+
+def test_report_shows_scores_gains_balance_parameters_and_window(tmp_path: Path) -> None:
+    ev, booster, info = _report_inputs()
+    paths = write_plots(ev, booster, tmp_path)
+    assert paths["scores"] == tmp_path / PLOTS["scores"]
+    for path in paths.values():
+        assert path.stat().st_size > 1000
+    page = render(ev, booster, info)
+    assert f"![scores]({PLOTS['scores']})" in page
+    window, n_train = info["training_window"], info["n_train"]
+    rate = info["train_positives"] / n_train
+    assert (f"| train | {window['train_from']} | {window['train_until']} | {n_train} | "
+            f"{info['train_positives']} | {rate:.4f} |") in page
+    assert (f"| validation | {window['valid_from']} | {window['valid_until']} | {len(ev.y)} | "
+            f"{ev.y.sum()} | {ev.y.mean():.4f} |") in page
+    assert "| max_depth | 3 |" in page and "| num_boost_round | 60 |" in page
+    assert "| nthread | 1 |" in page and "`binary:logistic`" in page
+    section = page.split("## Gains by decile")[1].split("\n## ")[0]
+    rows = [line.split("|")[1:-1] for line in section.splitlines()
+            if line.startswith("| ") and line[2].isdigit()]
+    assert [int(r[0]) for r in rows] == list(range(1, 11))
+    assert rows[-1][3].strip() == "100.0%"
+    assert rows[0][4].strip() == f"{ev.metrics[MODEL][LIFT]:.2f}"
+    assert float(rows[0][4]) == pytest.approx(ev.metrics[MODEL][LIFT], abs=0.005)
+
+
+def test_segment_plots_list_the_declared_segments_top_down(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch
+                                                           ) -> None:
+    import matplotlib.figure
+
+    from persona.profiling.segments import plot_segments
+    from persona.profiling.tags import TagBook
+
+    book = TagBook.load()
+    declared = [s.name for s in book.segments]
+    present = declared[::-1][:-2]  # reversed, and the first two declared ones left empty
+    segmented = pd.DataFrame({"user_id": range(3 * len(present)), "segment": present * 3,
+                              "propensity": np.linspace(0, 1, 3 * len(present))})
+    shown: dict[str, list[str]] = {}
+
+    def record(fig: matplotlib.figure.Figure, path: Path, **_: object) -> None:
+        (ax,) = fig.axes
+        ticks = sorted(zip(ax.get_yticks(), (t.get_text() for t in ax.get_yticklabels())))
+        top_down = ticks if ax.yaxis_inverted() else ticks[::-1]
+        shown[Path(path).name] = [label for _, label in top_down]
+        Path(path).write_bytes(b"png")
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", record)
+    paths = plot_segments(segmented, tmp_path, book)
+    assert set(shown) == {p.name for p in paths.values()}
+    assert all(labels == declared for labels in shown.values())
