@@ -237,13 +237,23 @@ def apply(home: HomeOpt = None, online: OnlineOpt = None) -> None:
     console.print("registered: " + ", ".join(names))
 
 
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@one_line_errors
+def feast(ctx: typer.Context, home: HomeOpt = None, online: OnlineOpt = None) -> None:
+    """Feast's own CLI on this home: persona feast ui | feature-views list | materialize-incremental
+    END | ... (the arguments after `feast` go to Feast)."""
+    from persona.featurestore.feast_cli import run_feast
+
+    run_feast(_settings(home, online), list(ctx.args))
+
+
 @app.command()
 @one_line_errors
 def materialize(
     home: HomeOpt = None,
     online: OnlineOpt = None,
     full: Annotated[bool, typer.Option(
-        "--full", help="Reload the whole TTL window (after switching online store).")] = False,
+        "--full", help="Reload the whole TTL window (progress is kept per online store).")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Load the latest validated feature values into the online store (incremental)."""

@@ -35,6 +35,7 @@ from serving.run import free_port
 pytestmark = pytest.mark.integration
 
 FEAST = str(Path(sys.executable).parent / "feast")
+PERSONA = str(Path(sys.executable).parent / "persona")
 CLI_TIMEOUT = 300  # seconds for one `feast` command on a busy 2-core machine
 UI_START = 300.0  # seconds `feast ui` may take to answer on a busy 2-core machine
 # Variables that would point the feast CLI at another configuration or repo than the one given.
@@ -63,11 +64,17 @@ def feast(*args: str, cwd: Path) -> str:
     return proc.stdout
 
 
-@pytest.mark.parametrize("where", ["in the home", "elsewhere with -f"])
+@pytest.mark.parametrize("where", ["in the home", "elsewhere with -f", "persona feast"])
 def test_feature_views_list_shows_persona_views(home: Settings, where: str,
                                                 tmp_path: Path) -> None:
     if where == "in the home":
         out = feast("feature-views", "list", cwd=home.home)
+    elif where == "persona feast":
+        proc = subprocess.run([PERSONA, "feast", "--home", str(home.home), "feature-views",
+                               "list"], capture_output=True, text=True, cwd=tmp_path, env=_env(),
+                              timeout=CLI_TIMEOUT)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        out = proc.stdout
     else:
         out = feast("-f", str(home.store_yaml), "feature-views", "list", cwd=tmp_path)
     listed = sorted({line.split()[0] for line in out.splitlines()[1:] if line.strip()})
@@ -102,13 +109,14 @@ def test_materialize_incremental_loads_the_home_online_store(home: Settings) -> 
 
 @contextmanager
 def feast_ui(home: Settings, log: Path) -> Iterator[str]:
-    """`feast ui` in the home on a free loopback port (started again when the port was taken
-    before it bound it), answering GET / within UI_START; stopped when the block ends."""
+    """`persona feast ui` on the home, on a free port of loopback (its default host; started
+    again when the port was taken before it bound it), answering GET / within UI_START; stopped
+    when the block ends."""
     for attempt in range(PORT_TRIES):
         port = free_port()
         with open(log, "w") as out:
-            proc = subprocess.Popen([FEAST, "ui", "--host", "127.0.0.1", "--port", str(port)],
-                                    cwd=home.home, env=_env(), stdout=out,
+            proc = subprocess.Popen([PERSONA, "feast", "--home", str(home.home), "ui",
+                                     "--port", str(port)], env=_env(), stdout=out,
                                     stderr=subprocess.STDOUT)
         url = f"http://127.0.0.1:{port}"
         try:
