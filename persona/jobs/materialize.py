@@ -7,8 +7,10 @@ store ended (`persona.featurestore.online_state`; for a store that never receive
 `full`, the start of its TTL window) up to `end`, both ends included. Every view's rows pass
 the GE gate before anything is written. SQLite is loaded by Feast's `materialize`; a Redis server
 gets the same bytes from `persona.featurestore.redis_layout` (Feast's Python writer managed about
-3,900 entities/s here) and the interval is recorded in the registry exactly as Feast records it, so
-`feast materialize-incremental` and `persona materialize` carry on from each other.
+3,900 entities/s here), and the interval is recorded in the registry exactly as Feast records
+it, so `feast materialize-incremental` and `persona materialize` carry on from each other. Then
+the rows that fell out of the view's TTL as of `end` are removed from the store
+(`rows_expired`), so online reads see them missing, as training did.
 """
 
 from __future__ import annotations
@@ -70,6 +72,11 @@ def materialize(settings: Settings, end: datetime | None = None, full: bool = Fa
         for fv in chosen:
             on_step(f"loading {fv.name}")
             _load(settings, fv, tables[fv.name], windows[fv.name], bulk)
+            expired = online_state.remove_rows(
+                store.config, fv, rows_expired(settings, fv, end, loaded.get(fv.name), full))
+            if expired:
+                log.info("%s: %d rows fell out of the %s TTL and were removed", fv.name, expired,
+                         fv.ttl)
         if redis_layout.supports(store.config):
             redis_layout.mark_materialized(store.config)  # services drop their cached item rows
         return {name: table.num_rows for name, table in tables.items()}
@@ -114,6 +121,26 @@ def rows_to_load(settings: Settings, fv: FeatureView, start: datetime, end: date
     with duckdb.connect() as con:
         con.execute("SET TimeZone = 'UTC'")
         return con.execute(query, {"start": start, "end": end}).to_arrow_table()
+
+
+def rows_expired(settings: Settings, fv: FeatureView, end: datetime,
+                 previous: datetime | None, full: bool) -> pa.Table:
+    """The join keys of the entities whose latest row of `fv` at or before `end` is older than
+    the view's TTL before `end`: stale as of `end`, as training's point-in-time join would see
+    them. Only those that were still current after the previous load into this store, unless
+    there was none (or `full`): the store may hold any of them. Views without TTL never expire."""
+    keys = ", ".join(c.name for c in fv.entity_columns)
+    if not fv.ttl or fv.ttl <= timedelta(0):
+        return pa.table({c.name: pa.array([], pa.string()) for c in fv.entity_columns})
+    floor = EPOCH if previous is None or full else min(previous, end) - fv.ttl
+    glob = settings.offline_current / fv.name / "**" / "*.parquet"
+    query = (f"SELECT {keys} FROM read_parquet('{glob}', hive_partitioning = false) "
+             f"WHERE {TIMESTAMP} <= $end GROUP BY {keys} "
+             f"HAVING max({TIMESTAMP}) < $cutoff AND max({TIMESTAMP}) >= $floor")
+    with duckdb.connect() as con:
+        con.execute("SET TimeZone = 'UTC'")
+        return con.execute(query, {"end": end, "cutoff": end - fv.ttl,
+                                   "floor": floor}).to_arrow_table()
 
 
 def last_snapshot(settings: Settings, views: Sequence[str]) -> datetime:

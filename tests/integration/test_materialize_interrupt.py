@@ -31,7 +31,13 @@ from persona.data.snapshots import compute_features
 from persona.featurestore import online_state
 from persona.featurestore.config import feature_store
 from persona.featurestore.registry import apply_definitions
-from persona.jobs.materialize import TIMESTAMP, last_snapshot, materialize, rows_to_load
+from persona.jobs.materialize import (
+    TIMESTAMP,
+    last_snapshot,
+    materialize,
+    rows_expired,
+    rows_to_load,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.redis]
 
@@ -53,11 +59,15 @@ class Killed(BaseException):
 
 @dataclass(frozen=True)
 class Versions:
-    """Per entity of one view: its row as of the first load (`old`) and its latest (`new`)."""
+    """Per entity of one view: its row as of the first load (`old`) and its latest (`new`);
+    the entities stale as of either load's end (`gone`: a load may have removed their row) and
+    how many of `new` are still current at the end (`kept`: what a completed load shows)."""
 
     view: FeatureView
     old: pd.DataFrame
     new: pd.DataFrame
+    gone: set[tuple]
+    kept: int
 
 
 @pytest.fixture(scope="module")
@@ -87,9 +97,21 @@ def _end(settings: Settings) -> datetime:
 
 def _versions(settings: Settings, first_end: datetime, end: datetime) -> list[Versions]:
     """In registry order (the order materialize loads the views in)."""
-    return [Versions(fv, rows_to_load(settings, fv, *fv.materialization_intervals[0]).to_pandas(),
-                     rows_to_load(settings, fv, first_end, end).to_pandas())
-            for fv in feature_store(settings).list_feature_views()]
+    out = []
+    for fv in feature_store(settings).list_feature_views():
+        keys = [c.name for c in fv.entity_columns]
+
+        def stale(at: datetime, fv=fv, keys=keys) -> set[tuple]:
+            table = rows_expired(settings, fv, at, None, True).to_pandas()
+            return set(table[keys].itertuples(index=False, name=None))
+
+        new = rows_to_load(settings, fv, first_end, end).to_pandas()
+        expired = stale(end)
+        kept = sum(key not in expired for key in new[keys].itertuples(index=False, name=None))
+        out.append(Versions(fv, rows_to_load(settings, fv,
+                                             *fv.materialization_intervals[0]).to_pandas(),
+                            new, stale(first_end) | expired, kept))
+    return out
 
 
 def _online(store: FeatureStore, fv: FeatureView, entities: pd.DataFrame) -> pd.DataFrame:
@@ -107,8 +129,8 @@ def _online(store: FeatureStore, fv: FeatureView, entities: pd.DataFrame) -> pd.
 
 def _whole_rows(store: FeatureStore, versions: Versions) -> int:
     """Every entity's online row is exactly one of its offline versions: the one whose timestamp
-    is stored (or none yet, for an entity the first load did not have). Returns how many of the
-    entities with a new version show it."""
+    is stored (or none, for an entity the first load did not have or one a load removed as
+    stale). Returns how many of the entities with a new version show it."""
     fv, names = versions.view, [f.name for f in versions.view.features]
     keys = [c.name for c in fv.entity_columns]
     offline_rows = pd.concat([versions.old, versions.new], ignore_index=True)
@@ -116,8 +138,9 @@ def _whole_rows(store: FeatureStore, versions: Versions) -> int:
     online = _online(store, fv, offline_rows[keys].drop_duplicates(ignore_index=True))
     matched = online.merge(offline_rows, on=[*keys, "seconds"], how="left",
                            suffixes=("", "_offline"), indicator=True)
-    no_old = ~matched[keys].apply(tuple, axis=1).isin(versions.old[keys].apply(tuple, axis=1))
-    missing = (matched["_merge"] == "left_only") & ~((matched["seconds"] == 0) & no_old)
+    key = matched[keys].apply(tuple, axis=1)
+    absent_allowed = ~key.isin(versions.old[keys].apply(tuple, axis=1)) | key.isin(versions.gone)
+    missing = (matched["_merge"] == "left_only") & ~((matched["seconds"] == 0) & absent_allowed)
     assert not missing.any(), f"{fv.name}: stored timestamps of no version:\n{matched[missing]}"
     found = matched[matched["_merge"] == "both"]
     for name in names:
@@ -180,7 +203,7 @@ def test_a_killed_materialization_leaves_whole_rows_and_a_rerun_completes_it(
         shown = {v.view.name: _whole_rows(store, v) for v in views}
         name = views[target].view.name
         assert 0 < shown[name] < len(views[target].new), f"the kill missed {name}: {shown}"
-        assert all(shown[v.view.name] == len(v.new) for v in views[:target]), shown
+        assert all(shown[v.view.name] == v.kept for v in views[:target]), shown
         assert all(shown[v.view.name] == 0 for v in views[target + 1:]), shown
         recorded = {fv.name: fv.most_recent_end_time for fv in store.list_feature_views()}
         assert recorded == {v.view.name: end if i < target else first_end
@@ -190,7 +213,7 @@ def test_a_killed_materialization_leaves_whole_rows_and_a_rerun_completes_it(
         materialize(settings)  # the rerun
         store = feature_store(settings)
         assert {v.view.name: _whole_rows(store, v) for v in views} == {
-            v.view.name: len(v.new) for v in views}
+            v.view.name: v.kept for v in views}
         assert all(fv.most_recent_end_time == end for fv in store.list_feature_views())
     finally:
         cli.kill()

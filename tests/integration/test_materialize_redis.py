@@ -20,6 +20,7 @@ from feast.protos.feast.types.Value_pb2 import Value
 from feast.type_map import python_values_to_proto_values
 from feast.value_type import ValueType
 from google.protobuf.timestamp_pb2 import Timestamp
+from worlds import start_redis
 
 from persona.core.settings import Settings
 from persona.data import offline
@@ -240,3 +241,44 @@ def test_switching_online_stores_loads_the_new_one(loaded: Loaded, tmp_path) -> 
     views = [fv.name for fv in store.list_feature_views()]
     assert ends == dict.fromkeys(views, last_snapshot(sqlite, views) + timedelta(seconds=1))
     assert online_state.loaded_until(feature_store(loaded.bulk).config).keys() == ends.keys()
+
+
+@pytest.mark.parametrize("online", ["redis", "sqlite"])
+def test_rows_older_than_the_ttl_are_not_served(loaded: Loaded, tmp_path, online: str) -> None:
+    """Online, as in training's point-in-time join at the load's end, a user whose latest
+    activity snapshot is older than the view's TTL has no activity row (Feast alone keeps the
+    last row for ever): each load removes the rows that expired meanwhile."""
+    home = tmp_path / "expiry"
+    shutil.copytree(loaded.bulk.home, home, symlinks=True)
+    server = None
+    if online == "redis":
+        if shutil.which("redis-server") is None:
+            pytest.skip("no redis-server binary")
+        server = start_redis(tmp_path / "redis")  # empty: the module's holds newer rows
+    settings = Settings(home=home, reports_dir=tmp_path / "reports",
+                        online_url=server.url if server else None)
+    try:
+        _expire_and_check(settings)
+    finally:
+        if server:
+            server.stop()
+
+
+def _expire_and_check(settings: Settings) -> None:
+    store = feature_store(settings)
+    fv = store.get_feature_view("user_activity")
+    activity = pd.read_parquet(settings.offline_current / "user_activity")
+    users = sorted(activity["user_id"].unique())
+    end = last_snapshot(settings, ["user_activity"]) + timedelta(seconds=1)
+    # the last load ends past the log: every user's latest snapshot has expired by then
+    for at in (end - timedelta(days=10), end, end + fv.ttl + timedelta(days=1)):
+        materialize(settings, end=at, views=["user_activity"])
+        latest = activity[activity["event_timestamp"] <= at].groupby("user_id")[
+            "event_timestamp"].max()
+        current = set(latest[latest >= at - fv.ttl].index)
+        served = store.get_online_features(
+            features=[f"user_activity:{fv.features[0].name}"],
+            entity_rows=[{"user_id": u} for u in users]).to_df()
+        found = set(served.loc[served[fv.features[0].name].notna(), "user_id"])
+        assert found == current, (at, len(found - current), len(current - found))
+        assert (len(current) > 0) == (at <= end) and len(latest) > 0
