@@ -120,6 +120,8 @@ def _home_model(settings: Settings, name: str, task: str, pinned: str | None) ->
     model `name` trained on the settings' home; None when there is none at all."""
     from bentoml.exceptions import NotFound  # noqa: PLC0415
 
+    from persona.data.offline import home_of  # noqa: PLC0415
+
     home, store = _model_store(settings)
     if pinned is None:
         try:
@@ -127,7 +129,7 @@ def _home_model(settings: Settings, name: str, task: str, pinned: str | None) ->
         except (NotFound, FileNotFoundError):
             versions = []
         try:
-            chosen = newest_for_home(versions, settings.home, task)
+            chosen = newest_for_home(versions, home_of(settings), task)
         except WrongHomeError as exc:
             raise ServerError(str(exc)) from exc
         return None if chosen is None else str(chosen.tag)
@@ -136,7 +138,7 @@ def _home_model(settings: Settings, name: str, task: str, pinned: str | None) ->
         model = store.get(wanted)
     except (NotFound, FileNotFoundError) as exc:
         raise ServerError(f"no model {wanted} in the BentoML model store under {home}") from exc
-    warning = foreign_model_warning(str(model.tag), model.info.metadata, settings.home)
+    warning = foreign_model_warning(str(model.tag), model.info.metadata, home_of(settings))
     if warning:
         log.warning("%s", warning)
     return str(model.tag)

@@ -145,7 +145,7 @@ def _train_and_save(settings: Settings, shop: Shop) -> tuple[str, list[str]]:
         "task": "conversion", "feature_service": SERVICE, "features": columns,
         "training_window": window, "data_hash": "test", "metrics": {}, "validation": {},
         "snapshot_interval_seconds": settings.snapshot_interval.total_seconds(),
-        "home": str(settings.home),
+        "home": str(settings.home), "home_id": offline.home_of(settings).id,
     }
     assert settings.bentoml_home is not None
     with model_store(settings.bentoml_home):
@@ -244,7 +244,8 @@ def _train_propensity(world: World) -> tuple[xgb.Booster, list[str], dict]:
                             "valid_until": until},
         "data_hash": "test", "metrics": {}, "validation": {},
         "snapshot_interval_seconds": world.settings.snapshot_interval.total_seconds(),
-        "home": str(world.settings.home), "horizon_days": HORIZON.days,
+        "home": str(world.settings.home), "home_id": offline.home_of(world.settings).id,
+        "horizon_days": HORIZON.days,
         "reference_quantiles": reference,
     }
     return booster, features, metadata

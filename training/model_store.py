@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import logging
 import math
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import bentoml
 import xgboost as xgb
 
-from persona.core.catalog import MODELS, foreign_model_warning, newest_for_home, resolve_tag
+from persona.core.catalog import MODELS, Home, foreign_model_warning, newest_for_home, resolve_tag
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +86,7 @@ def save_model(booster: xgb.Booster, metadata: dict) -> str:
 
 
 def get_model(tag: str | None = None, task: str = "conversion",
-              home: Path | None = None) -> StoredModel:
+              home: Home | None = None) -> StoredModel:
     """The model `tag` ("name:version", or just a version of the task's model), the task's
     latest version when None, with the tag resolved to its version. A model of another task is
     an error, so a pinned tag cannot silently answer the wrong question. With `home`, the
@@ -123,7 +122,7 @@ def get_model(tag: str | None = None, task: str = "conversion",
 
 
 def load_model(tag: str | None = None, task: str = "conversion",
-               home: Path | None = None) -> tuple[xgb.Booster, dict]:
+               home: Home | None = None) -> tuple[xgb.Booster, dict]:
     """The booster and metadata of `tag` (see `get_model`), the task's latest when None."""
     stored = get_model(tag, task, home)
     return stored.booster, stored.metadata

@@ -173,6 +173,7 @@ def _metadata(data: Labelled, settings: Settings, split: TimeSplit, fitted: FitR
         "label_horizon_days": data.horizon_days,
         "offline_version": manifest.get("version"),
         "home": str(settings.home),
+        "home_id": manifest.get("home_id"),
         "best_iteration": fitted.best_iteration,
         "n_train": len(split.train),
         "n_valid": len(split.valid),

@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 
 from persona.core.catalog import MODELS
 from persona.core.settings import Settings
-from persona.data.offline import current_manifest
+from persona.data.offline import current_manifest, home_of
 from persona.data.raw import parse_timestamps, read_ingested
 from persona.featurestore.config import feature_store
 from training.calibration import apply
@@ -262,7 +262,7 @@ def score(
                          "user_id, item_id [, event_timestamp] columns")
     if candidates is None and as_of is None:
         raise ScoreError("give --as-of DATE: the moment whose features the scores use")
-    model = get_model(model_tag, task, settings.home)
+    model = get_model(model_tag, task, home_of(settings))
     model.booster.set_param({"nthread": threads()})
     source = (candidate_source(candidates, task, as_of, chunk_rows) if candidates is not None
               else active_user_source(settings, as_of, chunk_rows))

@@ -38,39 +38,53 @@ def resolve_tag(model_name: str, tag: str | None = None) -> str:
     return tag if ":" in tag else f"{model_name}:{tag}"
 
 
+@dataclass(frozen=True)
+class Home:
+    """Where a model was trained: the home's path, and the id its offline store carries, which
+    a copy of the home keeps (the same shop under another path)."""
+
+    path: Path
+    id: str | None = None
+
+    def trained(self, metadata: Mapping[str, Any]) -> bool:
+        """Was the model with this metadata trained on this home?"""
+        if self.id and metadata.get("home_id"):
+            return metadata["home_id"] == self.id
+        return trained_on(metadata) == str(self.path)
+
+
 class WrongHomeError(LookupError):
     """Models of the task exist, but none was trained on this home."""
 
 
-def newest_for_home(models: Iterable[Any], home: Path, task: str) -> Any | None:
+def newest_for_home(models: Iterable[Any], home: Home, task: str) -> Any | None:
     """The newest of `models` (BentoML models of one task) trained on `home`, by the home its
     metadata records; None when there are none at all. Homes share one model store, and a
     model trained on another shop's features answers for the wrong shop, so when only other
     homes' models exist this is an error naming both homes."""
     newest_first = sorted(models, key=lambda m: m.info.creation_time, reverse=True)
     for model in newest_first:
-        if trained_on(model.info.metadata) == str(home):
+        if home.trained(model.info.metadata):
             return model
     if not newest_first:
         return None
     other = newest_first[0]
     raise WrongHomeError(
-        f"no {task} model was trained on home {home}; the latest, {other.tag}, was trained on "
-        f"{trained_on(other.info.metadata) or 'a home it does not record'}: train one on this "
+        f"no {task} model was trained on home {home.path}; the latest, {other.tag}, was trained "
+        f"on {trained_on(other.info.metadata) or 'a home it does not record'}: train one on this "
         f"home (persona train --task {task}) or pin that one with --model")
 
 
 def trained_on(metadata: Mapping[str, Any]) -> str | None:
-    """The home a model's metadata says it was trained on (None for models saved before homes
-    were recorded)."""
+    """The home path a model's metadata says it was trained on (None for models saved before
+    homes were recorded)."""
     home = metadata.get("home")
     return str(home) if home else None
 
 
-def foreign_model_warning(tag: str, metadata: Mapping[str, Any], home: Path) -> str | None:
+def foreign_model_warning(tag: str, metadata: Mapping[str, Any], home: Home) -> str | None:
     """The warning a pinned model of another home deserves, or None when it is this home's."""
-    trained = trained_on(metadata)
-    if trained == str(home):
+    if home.trained(metadata):
         return None
-    return (f"model {tag} was trained on home {trained or '(not recorded)'}, not {home}; "
-            "serving it because it was pinned")
+    return (f"model {tag} was trained on home {trained_on(metadata) or '(not recorded)'}, not "
+            f"{home.path}; serving it because it was pinned")

@@ -19,6 +19,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from persona.core.catalog import Home
+from persona.core.settings import Settings
+
 MANIFEST = "manifest.json"
 
 
@@ -61,6 +64,8 @@ def publish(root: Path, features: dict[str, pd.DataFrame], info: dict) -> dict:
         _write_view(frame, staging / view)
     manifest = {
         **info,
+        # the home's identity, kept by every version and by a copy of the home
+        "home_id": (current_manifest(root) or {}).get("home_id") or uuid.uuid4().hex,
         "version": version,
         "data_hash": data_hash(staging),
         "rows": {view: int(len(frame)) for view, frame in features.items()},
@@ -89,6 +94,11 @@ def _prune(root: Path, keep: set[str]) -> None:
         shutil.rmtree(path, ignore_errors=True)
     for path in root.glob(".current-*"):
         path.unlink(missing_ok=True)
+
+
+def home_of(settings: Settings) -> Home:
+    """The home, as models record it: its path and the offline store's home id."""
+    return Home(settings.home, (current_manifest(settings.offline_root) or {}).get("home_id"))
 
 
 def current_manifest(root: Path) -> dict | None:

@@ -134,17 +134,18 @@ def _check_homes(booster: xgb.Booster, metadata: dict, first: str, second: str,
                  caplog: pytest.LogCaptureFixture) -> None:
     """The latest model of a home is that home's; only other homes' models is an error naming
     both; a pinned model of another home is served with a warning."""
-    from persona.core.catalog import WrongHomeError
+    from persona.core.catalog import Home, WrongHomeError
     from training.model_store import get_model, save_model
 
-    other = save_model(booster, {**metadata, "home": "/shops/b"})  # the newest of all
-    assert get_model(None, home=Path("/shops/a")).tag == second
-    assert get_model(None, home=Path("/shops/b")).tag == other
+    other = save_model(booster, {**metadata, "home": "/shops/b", "home_id": "b1"})  # the newest
+    assert get_model(None, home=Home(Path("/shops/a"))).tag == second
+    assert get_model(None, home=Home(Path("/shops/b"))).tag == other
+    assert get_model(None, home=Home(Path("/copy/of/b"), "b1")).tag == other  # same shop
     assert get_model(None).tag == other  # without a home: the store's latest
     with pytest.raises(WrongHomeError, match="home /shops/c; the latest.*trained on /shops/b"):
-        get_model(None, home=Path("/shops/c"))
+        get_model(None, home=Home(Path("/shops/c")))
     with caplog.at_level(logging.WARNING, logger="training.model_store"):
-        assert get_model(first, home=Path("/shops/b")).tag == first
+        assert get_model(first, home=Home(Path("/shops/b"))).tag == first
     assert "trained on home /shops/a, not /shops/b" in caplog.text
 
 
