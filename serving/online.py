@@ -43,6 +43,9 @@ class FeatureRows:
     matrix: np.ndarray  # (pairs, features) float64, NaN where a value is missing
     cold_user: np.ndarray  # bool per row: no online behaviour row for the user
     cold_item: np.ndarray  # bool per row: no catalogue row for the item
+    # bool per row: a behaviour row of the user is older than its view's TTL by the clock (the
+    # online store was not loaded since; `persona materialize` removes rows expired by then)
+    stale_user: np.ndarray
 
 
 class OnlineFeatureReader:
@@ -90,10 +93,13 @@ class OnlineFeatureReader:
         position = {name: i for i, name in enumerate(response.metadata.feature_names.val)}
         matrix = model_matrix(response, position, self.columns, self._categories)
         user_found = np.zeros(len(item_ids), dtype=bool)
-        for column in self._user_columns:
+        stale = np.zeros(len(item_ids), dtype=bool)
+        now = time.time()
+        for column, ttl in self._user_columns.items():
             user_found |= found_rows(response.results[position[column]])
+            stale |= expired_rows(response.results[position[column]], ttl, now)
         cold_item = np.array([i not in categories for i in item_ids], dtype=bool)
-        return FeatureRows(matrix, ~user_found, cold_item)
+        return FeatureRows(matrix, ~user_found, cold_item, stale)
 
     def categories(self, item_ids: Sequence[str]) -> dict[str, str | None]:
         """Step 1: each known item's category (None if its row holds no category); unknown
@@ -111,16 +117,18 @@ class OnlineFeatureReader:
                   for v in result.values]
         return {item: value for item, value, ok in zip(unique, values, found) if ok}
 
-    def _columns_keyed_by(self, join_keys: set[str]) -> list[str]:
+    def _columns_keyed_by(self, join_keys: set[str]) -> dict[str, float | None]:
         """One column of each of the service's (non on-demand) views whose entity key is exactly
-        `join_keys`: a view's columns share its row, so one tells whether the row is there. For
-        the user, these are the behaviour views whose missing row makes a user cold."""
+        `join_keys`, with the view's TTL: a view's columns share its row, so one tells whether
+        the row is there, and how old. For the user, these are the behaviour views whose missing
+        row makes a user cold."""
         views = {fv.name: fv for fv in self._store.list_feature_views()}
-        columns = []
+        columns = {}
         for projection in self._service.feature_view_projections:
             view = views.get(projection.name)
             if view is not None and {c.name for c in view.entity_columns} == join_keys:
-                columns.append(f"{projection.name_to_use()}__{projection.features[0].name}")
+                column = f"{projection.name_to_use()}__{projection.features[0].name}"
+                columns[column] = ttl_seconds(view)
         return columns
 
 
@@ -198,6 +206,21 @@ def floats(values) -> np.ndarray:
         if kind is not None and kind != "null_val":
             out[i] = getattr(value, kind)
     return out
+
+
+def expired_rows(vector, ttl_seconds: float | None, now: float) -> np.ndarray:
+    """Per row of one feature's response vector: is the stored row older than its view's TTL
+    at `now` (epoch seconds)? Feast 0.67 returns such rows as PRESENT, values and all."""
+    if not ttl_seconds:
+        return np.zeros(len(vector.event_timestamps), dtype=bool)
+    return np.fromiter((ts.seconds != 0 and now - ts.seconds > ttl_seconds
+                        for ts in vector.event_timestamps), dtype=bool,
+                       count=len(vector.event_timestamps))
+
+
+def ttl_seconds(view) -> float | None:
+    """A feature view's TTL in seconds; None when it has none (its rows never expire)."""
+    return view.ttl.total_seconds() if view.ttl and view.ttl.total_seconds() > 0 else None
 
 
 def found_rows(vector) -> np.ndarray:

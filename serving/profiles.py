@@ -84,13 +84,23 @@ class PropensityScorer:
                            self.categories)
         return [
             UserPropensity(user_id=user, propensity=float(prob), cold_user=bool(cold),
-                           churn_risk=None if cold else 1.0 - float(prob), reasons=r)
-            for user, prob, cold, r in zip(user_ids, p, rows.cold_user, why)
+                           churn_risk=None if cold else 1.0 - float(prob),
+                           stale_user=bool(stale), reasons=r)
+            for user, prob, cold, stale, r in zip(user_ids, p, rows.cold_user, rows.stale_user,
+                                                  why)
         ]
 
     def score(self, request: PropensityRequest) -> PropensityResponse:
         return PropensityResponse(model_tag=self.model_tag, horizon_days=self.horizon_days,
                                   users=self.scores(request.user_ids))
+
+
+def freshness_of(stamp: datetime | None, ttl_seconds: float | None, now: datetime) -> Freshness:
+    """When a view's row was written, how old it is at `now`, and whether that is past the
+    view's TTL (unknown without a row or a TTL)."""
+    age = None if stamp is None else (now - stamp).total_seconds()
+    stale = None if age is None or ttl_seconds is None else age > ttl_seconds
+    return Freshness(event_timestamp=stamp, age_seconds=age, stale=stale)
 
 
 @dataclass(frozen=True)
@@ -107,14 +117,12 @@ class Profiler:
         score = self.propensity.scores([request.user_id])[0] if self.propensity else None
         tags, segment = self.tags(found.features, score.propensity if score else None,
                                   score.churn_risk if score else None)
-        freshness = {
-            view: Freshness(event_timestamp=ts,
-                            age_seconds=None if ts is None else (now - ts).total_seconds())
-            for view, ts in found.timestamps.items()
-        }
+        freshness = {view: freshness_of(ts, found.ttls.get(view), now)
+                     for view, ts in found.timestamps.items()}
         return ProfileResponse(
             user_id=request.user_id, cold_user=found.cold_user, features=found.features,
-            freshness=freshness, tags=tags, segment=segment,
+            freshness=freshness, stale_views=[v for v, f in freshness.items() if f.stale],
+            tags=tags, segment=segment,
             propensity=score.propensity if score else None,
             churn_risk=score.churn_risk if score else None,
             propensity_model_tag=self.propensity.model_tag if self.propensity else None,

@@ -14,6 +14,7 @@ get_online_features. Every value equals what get_online_features returns
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -23,6 +24,7 @@ from feast import FeatureStore, OnDemandFeatureView
 from feast.infra.online_stores.helpers import _mmh3, compute_versioned_name
 from feast.infra.online_stores.redis import RedisOnlineStore
 from feast.types import String
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from persona.featurestore import redis_layout
 from serving.item_cache import ItemCache
@@ -35,6 +37,7 @@ from serving.online import (
     OnlineFeatureReader,
     needs_request_time,
     resolve_service,
+    ttl_seconds,
 )
 from training.categories import Categories
 
@@ -123,8 +126,9 @@ class RedisFeatureReader:
             for feature in projection.features:
                 plan.numbers.append((plan.field_of(stored_name, feature.name),
                                      position[f"{projection.name_to_use()}__{feature.name}"]))
-        self._user_views = [p.name for p in service.feature_view_projections
-                             if p.name in views and _keys(views[p.name]) == (USER_KEY,)]
+        self._user_views = {p.name: ttl_seconds(views[p.name])
+                            for p in service.feature_view_projections
+                            if p.name in views and _keys(views[p.name]) == (USER_KEY,)}
         if not self._user_views:
             raise ValueError(f"feature service {feature_service!r} has no view keyed by {USER_KEY}")
         catalog = self._hashes.get((ITEM_KEY,))
@@ -178,9 +182,13 @@ class RedisFeatureReader:
         users = read[(USER_KEY,)]
         user_plan = self._hashes[(USER_KEY,)]
         found_user = np.zeros(pairs, dtype=bool)
-        for view in self._user_views:
+        stale_user = np.zeros(pairs, dtype=bool)
+        now = time.time()
+        for view, ttl in self._user_views.items():
             found_user |= users.found(user_plan.stamps[view])
-        return FeatureRows(matrix, ~found_user, ~found_item)
+            if ttl:
+                stale_user |= users.older_than(user_plan.stamps[view], now - ttl)
+        return FeatureRows(matrix, ~found_user, ~found_item, stale_user)
 
     def categories(self, item_ids: Sequence[str]) -> dict[str, str | None]:
         """Each known item's category (None if its row holds no category); unknown items are
@@ -289,3 +297,10 @@ class _Rows:
         `_ts:<view>` field."""
         written = np.array([bool(raw[stamp_field]) for raw in self.distinct], dtype=bool)
         return written[self.take]
+
+    def older_than(self, stamp_field: int, cutoff: float) -> np.ndarray:
+        """Per pair: was the view's row written with a timestamp before `cutoff` (epoch s)?"""
+        old = np.array([bool(raw[stamp_field])
+                        and Timestamp.FromString(raw[stamp_field]).seconds < cutoff
+                        for raw in self.distinct], dtype=bool)
+        return old[self.take]

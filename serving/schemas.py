@@ -12,7 +12,7 @@ shopper or item.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
@@ -60,6 +60,14 @@ Reasons = Annotated[list[Reason], Field(
 )]
 
 
+UNKNOWN_ITEMS = ("rank", "last", "drop")
+STALE_USER = Field(
+    description="True when a behaviour row of the user in the online store is older than its "
+                "view's TTL (the store was not loaded since): the user was scored with those "
+                "values. `persona materialize` removes rows that expired by the end of its load, "
+                "so this is true only when loads fall behind the clock.")
+
+
 class RankRequest(_Strict):
     user_id: Id = Field(description=f"The shopper to rank items for ({ID_RULES}).")
     item_ids: list[Id] = Field(
@@ -69,20 +77,36 @@ class RankRequest(_Strict):
                     "removed (the first occurrence is kept), so the response lists each item "
                     "once.",
     )
+    top_k: int | None = Field(
+        default=None, ge=1, le=MAX_RANK_ITEMS,
+        description="Answer only the best `top_k` items (default: every candidate).")
+    reasons: bool = Field(
+        default=True,
+        description="Include each item's reasons (false: a much smaller answer for long lists).")
+    unknown_items: Literal["rank", "last", "drop"] = Field(
+        default="last",
+        description="Candidates the catalogue does not know (`cold_item`): `last` (default) "
+                    "ranks them after every known item, by their own probability; `rank` mixes "
+                    "them in by probability (with no item features they can rank high); `drop` "
+                    "leaves them out of the answer.")
 
 
 class RankedItem(_Strict):
     item_id: str = Field(description="A candidate item id from the request.")
-    score: Probability = Field(
+    probability: Probability = Field(
         description="Probability that a view of this item by the user converts to a purchase "
                     "within the conversion model's label horizon (7 days unless trained with "
-                    "`--horizon`)."
+                    "`--horizon`); the same quantity `/predict` calls `probability`."
     )
+    score: Probability = Field(
+        deprecated=True,
+        description="Deprecated alias of `probability`, answered until the next release.")
     cold_item: bool = Field(
         description="True when the online store has no catalogue row for the item; it was "
                     "scored with its item features missing."
     )
-    reasons: Reasons
+    reasons: Reasons | None = Field(
+        default=None, description="The reasons; left out when the request says `reasons: false`.")
 
 
 class RankResponse(_Strict):
@@ -92,7 +116,10 @@ class RankResponse(_Strict):
         description="True when the online store has no behaviour row for the user (new or "
                     "inactive shopper); items were scored with the user features missing."
     )
-    items: list[RankedItem] = Field(description="Unique candidate items, highest score first.")
+    stale_user: bool = STALE_USER
+    items: list[RankedItem] = Field(
+        description="Unique candidate items, highest probability first (unknown items placed as "
+                    "`unknown_items` says), at most `top_k`.")
 
 
 class Pair(_Strict):
@@ -118,6 +145,7 @@ class Prediction(_Strict):
     )
     cold_user: bool = Field(
         description="True when the online store has no behaviour row for the user.")
+    stale_user: bool = STALE_USER
     cold_item: bool = Field(
         description="True when the online store has no catalogue row for the item.")
     reasons: Reasons
@@ -152,6 +180,7 @@ class UserPropensity(_Strict):
         description="True when the online store has no user_activity row for the shopper (new "
                     "or inactive); the propensity was computed with the features missing."
     )
+    stale_user: bool = STALE_USER
     reasons: Reasons
 
 
@@ -179,6 +208,10 @@ class Freshness(_Strict):
                     "stamped at the end of its interval, so the newest can be slightly negative "
                     "while that interval is still open."
     )
+    stale: bool | None = Field(
+        description="True when the row is older than the view's TTL (its values, and the tags "
+                    "computed from them, are out of date); null when there is no row or the "
+                    "view has no TTL.")
 
 
 class ProfileResponse(_Strict):
@@ -193,6 +226,9 @@ class ProfileResponse(_Strict):
     freshness: dict[str, Freshness] = Field(
         description="Per feature view of the profile: when its online row was written and how "
                     "old it is.")
+    stale_views: list[str] = Field(
+        description="The views whose row is stale (see `freshness`); when not empty, `tags` and "
+                    "`segment` were computed from out-of-date values.")
     tags: list[str] = Field(
         description="Labels of the profile tags whose rules hold (feature_repo/profile_tags.yaml).")
     segment: str | None = Field(

@@ -54,6 +54,17 @@ def reason(feature: str, value: float | None, contribution: float,
     return {"feature": feature, "value": value, "contribution": contribution}
 
 
+def rank_order(p: np.ndarray, cold_item: np.ndarray, unknown_items: str) -> list[int]:
+    """Row positions, highest probability first (ties keep the request's order), with the items
+    the catalogue does not know mixed in ("rank"), after every known one ("last") or left out
+    ("drop"): with no item features their probability says little about the item."""
+    order = np.argsort(-p, kind="stable")
+    if unknown_items == "rank":
+        return order.tolist()
+    known, unknown = order[~cold_item[order]].tolist(), order[cold_item[order]].tolist()
+    return known if unknown_items == "drop" else known + unknown
+
+
 @dataclass(frozen=True)
 class Scorer:
     """A loaded booster and the reader that builds its input matrix.
@@ -75,17 +86,23 @@ class Scorer:
                          self.categories)
 
     def rank(self, request: RankRequest) -> dict:
-        """A `RankResponse`."""
+        """A `RankResponse`: unique items by probability, unknown ones placed (or dropped) as
+        `unknown_items` says, at most `top_k`, with reasons unless `reasons` is false."""
         item_ids = list(dict.fromkeys(request.item_ids))  # dedupe, first occurrence kept
         rows = self.reader.for_user(request.user_id, item_ids)
         p, why = self.explained(rows.matrix)
         scores, cold_item = p.tolist(), rows.cold_item.tolist()
-        order = np.argsort(-p, kind="stable").tolist()  # ties keep the request's order
-        items = [{"item_id": item_ids[i], "score": scores[i], "cold_item": cold_item[i],
-                  "reasons": why[i]} for i in order]
+        items = []
+        for i in rank_order(p, rows.cold_item, request.unknown_items)[:request.top_k]:
+            item = {"item_id": item_ids[i], "probability": scores[i], "score": scores[i],
+                    "cold_item": cold_item[i]}
+            if request.reasons:
+                item["reasons"] = why[i]
+            items.append(item)
         cold_user = bool(rows.cold_user[0]) if len(rows.cold_user) else True
+        stale_user = bool(rows.stale_user[0]) if len(rows.stale_user) else False
         return {"user_id": request.user_id, "model_tag": self.model_tag, "cold_user": cold_user,
-                "items": items}
+                "stale_user": stale_user, "items": items}
 
     def predict(self, request: PredictRequest) -> dict:
         """A `PredictResponse`."""
@@ -95,9 +112,10 @@ class Scorer:
         p, why = self.explained(rows.matrix)
         scores = p.tolist()
         predictions = [
-            {"user_id": u, "item_id": i, "probability": p, "cold_user": cu, "cold_item": ci,
-             "reasons": r}
-            for u, i, p, cu, ci, r in zip(users, items, scores, rows.cold_user.tolist(),
-                                          rows.cold_item.tolist(), why)
+            {"user_id": u, "item_id": i, "probability": p, "cold_user": cu, "stale_user": su,
+             "cold_item": ci, "reasons": r}
+            for u, i, p, cu, su, ci, r in zip(users, items, scores, rows.cold_user.tolist(),
+                                              rows.stale_user.tolist(), rows.cold_item.tolist(),
+                                              why)
         ]
         return {"model_tag": self.model_tag, "predictions": predictions}

@@ -9,6 +9,7 @@ error.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,10 +21,12 @@ from persona.core.catalog import PROFILE_SERVICE
 from serving.online import (
     USER_KEY,
     at_request_time,
+    expired_rows,
     found_rows,
     model_matrix,
     needs_request_time,
     resolve_service,
+    ttl_seconds,
 )
 from serving.schemas import FeatureValue
 from training.categories import Categories
@@ -37,6 +40,7 @@ class UserRows:
 
     matrix: np.ndarray  # (users, features) float64, NaN where a value is missing
     cold_user: np.ndarray  # bool per row: no user_activity row for the user
+    stale_user: np.ndarray  # bool per row: its user_activity row is older than the view's TTL
 
 
 class UserFeatureReader:
@@ -56,6 +60,7 @@ class UserFeatureReader:
         self.columns = list(columns)
         _check_user_keyed(store, self._service)
         self._activity_column = _first_column_of(self._service, ACTIVITY_VIEW)
+        self._activity_ttl = ttl_seconds(store.get_feature_view(ACTIVITY_VIEW))
 
     def rows(self, user_ids: Sequence[str]) -> UserRows:
         """One row per requested user, in order, duplicates included (each user is read once)."""
@@ -66,10 +71,12 @@ class UserFeatureReader:
             full_feature_names=True).proto
         position = {name: i for i, name in enumerate(response.metadata.feature_names.val)}
         read = model_matrix(response, position, self.columns, self._categories)
-        found = found_rows(response.results[position[self._activity_column]])
+        activity = response.results[position[self._activity_column]]
+        found = found_rows(activity)
+        stale = expired_rows(activity, self._activity_ttl, time.time())
         index = {user: i for i, user in enumerate(unique)}
         take = np.fromiter((index[u] for u in user_ids), dtype=np.intp, count=len(user_ids))
-        return UserRows(read[take], ~found[take])
+        return UserRows(read[take], ~found[take], stale[take])
 
 
 @dataclass(frozen=True)
@@ -79,6 +86,7 @@ class Profile:
     features: dict[str, FeatureValue]  # only the views the store holds a row of
     timestamps: dict[str, datetime | None]  # every view of the service; None when no row
     cold_user: bool  # no user_activity row
+    ttls: dict[str, float | None]  # every view's TTL in seconds; None: its rows never expire
 
 
 class ProfileReader:
@@ -94,6 +102,8 @@ class ProfileReader:
         _check_user_keyed(store, self._service)
         views = {fv.name: fv for fv in store.list_feature_views()}
         self.views = [p.name_to_use() for p in self._service.feature_view_projections]
+        self.ttls = {p.name_to_use(): ttl_seconds(views[p.name])
+                     for p in self._service.feature_view_projections}
         if ACTIVITY_VIEW not in self.views:
             raise ValueError(f"feature service {feature_service!r} lacks {ACTIVITY_VIEW}")
         self._columns = [  # (view, feature, full name)
@@ -118,7 +128,7 @@ class ProfileReader:
                 stamp = vector.event_timestamps[0]
                 timestamps[view] = datetime.fromtimestamp(
                     stamp.seconds + stamp.nanos / 1e9, tz=UTC)
-        return Profile(features, timestamps, timestamps[ACTIVITY_VIEW] is None)
+        return Profile(features, timestamps, timestamps[ACTIVITY_VIEW] is None, self.ttls)
 
 
 def python_value(value) -> FeatureValue:

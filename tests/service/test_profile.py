@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 from worlds import HORIZON, PROPENSITY_SERVICE, Propensity, World, check_reasons, in_process_service
 
+from persona.featurestore.config import feature_store
 from serving.run import check_propensity_model
 from serving.service import NO_PROPENSITY_MODEL
 from serving.users import UserFeatureReader
@@ -94,17 +95,24 @@ def test_profile_of_a_known_user(served: Served, world: World, propensity: Prope
     assert stamped == world.snapshot_time
     assert pd.Timestamp(body["freshness"]["user_profile"]["event_timestamp"]) == pd.Timestamp(
         profile["signup_timestamp"])
-    for view in body["freshness"].values():
+    store = feature_store(world.settings)
+    for name, view in body["freshness"].items():
         age = view["age_seconds"]
         assert age >= 0
         assert age == pytest.approx((before - pd.Timestamp(view["event_timestamp"]))
                                     .total_seconds(), abs=60)
+        ttl = store.get_feature_view(name).ttl
+        assert view["stale"] == (age > ttl.total_seconds() if ttl else None), name
+    assert body["stale_views"] == [v for v, f in body["freshness"].items() if f["stale"]]
 
     assert body["propensity_model_tag"] == propensity.tag
     assert 0.0 <= body["propensity"] <= 1.0
     assert body["churn_risk"] == pytest.approx(1.0 - body["propensity"], abs=1e-9)
     scored = _post(served.http, "/propensity", {"user_ids": [user]})["users"][0]
     assert body["propensity"] == pytest.approx(scored["propensity"], abs=1e-9)
+    assert scored["stale_user"] is body["freshness"]["user_activity"]["stale"]
+    ranked = _post(served.http, "/rank", {"user_id": user, "item_ids": world.items[:3]})
+    assert ranked["stale_user"] is scored["stale_user"]
     assert f"fan_of_{features['favourite_category']}" in body["tags"]
     assert isinstance(body["segment"], str) and body["segment"]
 
@@ -116,16 +124,17 @@ def test_profile_of_a_user_without_activity(served: Served, world: World) -> Non
     assert body["cold_user"] is True and body["churn_risk"] is None
     assert list(body["features"]) == ["age_band", "gender", "region", "membership_level"]
     assert body["freshness"]["user_profile"]["age_seconds"] >= 0
-    assert body["freshness"]["user_activity"] == {"event_timestamp": None, "age_seconds": None}
+    assert body["freshness"]["user_activity"] == {"event_timestamp": None, "age_seconds": None,
+                                                  "stale": None}
 
 
 def test_profile_of_an_unknown_user_is_cold_not_an_error(served: Served) -> None:
     body = _post(served.http, "/profile", {"user_id": "no-such-user"})
     assert body["cold_user"] is True
     assert body["features"] == {}
-    assert body["freshness"] == {
-        "user_profile": {"event_timestamp": None, "age_seconds": None},
-        "user_activity": {"event_timestamp": None, "age_seconds": None}}
+    nothing = {"event_timestamp": None, "age_seconds": None, "stale": None}
+    assert body["freshness"] == {"user_profile": nothing, "user_activity": nothing}
+    assert body["stale_views"] == []
     assert body["tags"] == [] and body["segment"] == "others"
     assert 0.0 <= body["propensity"] <= 1.0 and body["churn_risk"] is None
 

@@ -71,7 +71,8 @@ class FakeReader:
             [float(i[1:]) if not cold else np.nan for i, cold in zip(item_ids, cold_item)],
             np.where(cold_user, np.nan, 1.0),
         ])
-        return FeatureRows(matrix, cold_user, cold_item)
+        stale_user = np.array([u == "stale" for u in user_ids])
+        return FeatureRows(matrix, cold_user, cold_item, stale_user)
 
 
 @pytest.fixture(scope="module")
@@ -90,10 +91,11 @@ def test_rank_sorts_descending_dedupes_and_flags(booster: xgb.Booster) -> None:
         RankRequest(user_id="warm", item_ids=["i1", "i9", "x", "i1", "i5"])), strict=True)
     assert reader.calls == [(["warm"] * 4, ["i1", "i9", "x", "i5"])]
     ids = [i.item_id for i in reply.items]
-    assert [i for i in ids if i != "x"] == ["i9", "i5", "i1"]
-    assert sorted(ids) == ["i1", "i5", "i9", "x"]
-    scores = [i.score for i in reply.items]
-    assert scores == sorted(scores, reverse=True)
+    assert ids == ["i9", "i5", "i1", "x"]  # the unknown item last, by default
+    scores = [i.probability for i in reply.items]
+    assert scores[:3] == sorted(scores[:3], reverse=True)
+    assert all(i.score == i.probability for i in reply.items)  # the deprecated alias
+    assert reply.stale_user is False
     assert {i.item_id: i.cold_item for i in reply.items} == {
         "i1": False, "i5": False, "i9": False, "x": True}
     assert reply.cold_user is False and reply.model_tag == "m:1"
@@ -106,6 +108,28 @@ def test_rank_sorts_descending_dedupes_and_flags(booster: xgb.Booster) -> None:
                                                              "user_known": 1.0}
 
 
+@pytest.mark.parametrize("policy", ["rank", "last", "drop"])
+def test_rank_places_unknown_items_and_trims_the_answer(booster: xgb.Booster,
+                                                        policy: str) -> None:
+    """An unknown item ("x", no item features) is mixed in by probability, put last or dropped;
+    `top_k` keeps the best k of that order; `reasons: false` leaves the reasons out."""
+    scorer = Scorer(booster, FakeReader(), "m:1")
+    items = ["i1", "x", "i9", "i5"]
+    full = scorer.rank(RankRequest(user_id="stale", item_ids=items, unknown_items=policy))
+    ids = [i["item_id"] for i in full["items"]]
+    by_probability = [i for i, _ in sorted(
+        ((i["item_id"], i["probability"]) for i in full["items"]), key=lambda x: -x[1])]
+    assert ids == {"rank": by_probability, "last": ["i9", "i5", "i1", "x"],
+                   "drop": ["i9", "i5", "i1"]}[policy]
+    assert full["stale_user"] is True
+    short = RankResponse.model_validate(scorer.rank(RankRequest(
+        user_id="stale", item_ids=items, unknown_items=policy, top_k=2, reasons=False)))
+    assert [i.item_id for i in short.items] == ids[:2]
+    assert all(i.reasons is None for i in short.items)
+    assert all("reasons" not in i for i in scorer.rank(RankRequest(
+        user_id="warm", item_ids=items, reasons=False))["items"])
+
+
 def test_predict_keeps_request_order_and_duplicates(booster: xgb.Booster) -> None:
     pairs = [{"user_id": "warm", "item_id": "i2"}, {"user_id": "new", "item_id": "i2"},
              {"user_id": "warm", "item_id": "i2"}]
@@ -113,6 +137,7 @@ def test_predict_keeps_request_order_and_duplicates(booster: xgb.Booster) -> Non
         Scorer(booster, FakeReader(), "m:1").predict(PredictRequest(pairs=pairs)), strict=True)
     assert [(p.user_id, p.item_id, p.cold_user) for p in reply.predictions] == [
         ("warm", "i2", False), ("new", "i2", True), ("warm", "i2", False)]
+    assert not any(p.stale_user for p in reply.predictions)
     assert reply.predictions[0].probability == reply.predictions[2].probability
     assert reply.predictions[0].reasons == reply.predictions[2].reasons
     assert all(len(p.reasons) == 2 for p in reply.predictions)
