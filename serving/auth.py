@@ -19,8 +19,10 @@ from collections.abc import Mapping, Sequence
 
 from persona.core.settings import Settings
 
-OPEN_PATHS = frozenset({"/", "/docs.json", "/livez", "/readyz", "/healthz", "/metrics"})
-OPEN_PREFIXES = ("/static_content/",)  # the OpenAPI UI's assets
+# The docs page (/ and its set-up, /docs.js: serving/docs_page.py), the OpenAPI document, probes.
+OPEN_PATHS = frozenset({"/", "/docs.js", "/docs.json", "/livez", "/readyz", "/healthz",
+                        "/metrics"})
+OPEN_PREFIXES = ("/static_content/",)  # the docs page's Swagger UI files, from BentoML
 UNAUTHORIZED = {"error": "missing or invalid API key: send 'Authorization: Bearer <key>' or "
                          "'X-API-Key: <key>'"}
 

@@ -2,10 +2,11 @@
 profiles of shoppers, from online features, each score with its reasons.
 
 A thin shell around `serving.scoring.Scorer` and `serving.profiles`. The conversion model is
-declared at class scope so that a built Bento references it; which model is read from
-the settings (PERSONA_MODEL_TAG, which `persona serve` pins to the latest trained on the home;
-else the latest `persona-conversion`) when this module is imported. The propensity model is optional and loaded from the model store when the service starts (see
-`stored_propensity_model` for why it is not declared at class scope). Which online store is read
+declared at class scope so that a built Bento references it; which model is read from the
+settings (PERSONA_MODEL_TAG, which `persona serve` pins to the latest trained on the home; else
+the latest `persona-conversion`) when this module is imported. The propensity model is optional
+and loaded from the model store when the service starts (see `stored_propensity_model` for why
+it is not declared at class scope). Which online store is read
 from PERSONA_HOME / PERSONA_REDIS_URL when the service starts. BentoML adds /livez, /readyz,
 /healthz, /metrics and the OpenAPI document at /docs.json.
 """
@@ -37,6 +38,7 @@ from serving import (
 )
 from serving.auth import ApiKeyMiddleware
 from serving.breaker import Breaker
+from serving.docs_page import DocsMiddleware
 from serving.json_only import JsonOnlyMiddleware
 from serving.schemas import (
     PredictRequest,
@@ -117,6 +119,8 @@ def stored_propensity_model(settings: Settings | None = None) -> bentoml.Model |
     without it. The price: a built Bento does not carry the propensity model; it serves the one
     in the model store of the machine it runs on, if any.
     """
+    from persona.data.offline import home_of  # noqa: PLC0415 (pandas: not in the supervisor)
+
     settings = settings or Settings.from_env()
     if settings.propensity_tag is None:
         try:
@@ -124,7 +128,7 @@ def stored_propensity_model(settings: Settings | None = None) -> bentoml.Model |
         except NotFound:
             return None
         try:
-            return newest_for_home(versions, settings.home, "propensity")
+            return newest_for_home(versions, home_of(settings), "propensity")
         except WrongHomeError as exc:
             logger.warning("serving without a propensity model: %s", exc)
             return None
@@ -304,3 +308,6 @@ PersonaService.add_asgi_middleware(ApiKeyMiddleware)
 # JSON bodies only: BentoML's form and multipart parsing answers some malformed bodies with 500.
 PersonaService.add_asgi_middleware(
     JsonOnlyMiddleware, routes=frozenset(f"/{name}" for name in PersonaService.apis))
+# The OpenAPI document with Persona's version and description, and a docs page at / that loads
+# nothing from another machine (BentoML's page embeds Google Tag Manager): serving/docs_page.py.
+PersonaService.add_asgi_middleware(DocsMiddleware, service=PersonaService)

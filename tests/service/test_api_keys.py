@@ -41,7 +41,8 @@ def test_api_keys_guard_every_prediction_endpoint(keyed: httpx.Client, world: Wo
                         {"authorization": f"bearer {KEYS[1]}"}, {"X-API-Key": KEYS[1]}):
             reply = http.post(route, json=body, headers=headers)
             assert reply.status_code == 200, (route, headers, reply.text)
-    for probe in ("/livez", "/readyz", "/healthz", "/metrics", "/docs.json"):
+    for probe in ("/livez", "/readyz", "/healthz", "/metrics", "/docs.json", "/", "/docs.js",
+                  "/static_content/swagger-ui.css", "/static_content/swagger-ui-bundle.js"):
         assert http.get(probe).status_code == 200, probe
     assert caplog.records, "the requests were logged"
     assert not any(key in caplog.text for key in KEYS)
