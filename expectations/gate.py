@@ -1,8 +1,9 @@
 """The runner of the data-quality gates: validate a frame, write Data Docs, fail loudly.
 
 Suites are declared in `raw`, `features` and `training`; this module only runs them, each run
-in an ephemeral Data Context: one per Data Docs directory, so the site lists every gate run of
-the process, or a throwaway one when no docs are wanted.
+in an ephemeral (in-memory) Data Context: a throwaway one when no docs are wanted, else one per
+Data Docs directory, whose site keeps each result and suite in files of its own (`docs_site`)
+and so lists every gate of every command.
 """
 
 from __future__ import annotations
@@ -10,17 +11,21 @@ from __future__ import annotations
 import copy
 import itertools
 import math
+import re
+import sys
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 from urllib.parse import unquote, urlparse
 
 import great_expectations as gx
 import pandas as pd
-from great_expectations.checkpoint.actions import UpdateDataDocsAction, ValidationAction
+from great_expectations.checkpoint.actions import ValidationAction
 from great_expectations.core import ExpectationSuiteValidationResult
 from great_expectations.core.batch_definition import BatchDefinition
 from great_expectations.core.expectation_validation_result import ExpectationValidationResult
+from great_expectations.core.run_identifier import RunIdentifier
 from great_expectations.data_context import AbstractDataContext
 from great_expectations.data_context.types.base import (
     DataContextConfig,
@@ -28,6 +33,8 @@ from great_expectations.data_context.types.base import (
     ProgressBarsConfig,
 )
 from great_expectations.datasource.fluent import PandasDatasource
+
+from expectations import docs_site
 
 SITE_NAME = "persona"
 DATASOURCE = "persona_frames"
@@ -97,20 +104,24 @@ def run_gate(
     Raises DataQualityError naming each failed expectation (and `source`, the file `df` was read
     from, when given) when any expectation fails.
     The caller's suite is copied, not bound to a context, so it can be run again.
+    The docs name the data asset (`source`'s file name, else the suite's) and the run (the command
+    and when it started, e.g. "persona-ingest-20240601T120000Z").
     """
     context = _context(Path(docs_dir) if docs_dir is not None else None)
     # Validation definitions and checkpoints get a name unique to the run, so adding them is safe.
-    run_name = f"{suite.name} #{next(_RUN_NUMBERS)}"
+    name = f"{suite.name} #{next(_RUN_NUMBERS)}"
+    asset = _safe(Path(source).name) if source is not None else suite.name
     stored = context.suites.add_or_update(_copy_suite(suite))
     validation = context.validation_definitions.add(
-        gx.ValidationDefinition(name=run_name, data=_whole_frame(context, suite.name), suite=stored)
+        gx.ValidationDefinition(name=name, data=_whole_frame(context, asset), suite=stored)
     )
     actions: list[ValidationAction] = []
     if docs_dir is not None:
-        actions.append(UpdateDataDocsAction(name="update_docs", site_names=[SITE_NAME]))
+        actions.append(docs_site.KeepInDataDocs(name="update_docs", site_names=[SITE_NAME],
+                                                docs_dir=str(Path(docs_dir).resolve())))
     checkpoint = context.checkpoints.add(
         gx.Checkpoint(
-            name=run_name,
+            name=name,
             validation_definitions=[validation],
             actions=actions,
             result_format=RESULT_FORMAT,
@@ -120,7 +131,7 @@ def run_gate(
     # copy each time without Copy-on-Write (minutes for a wide 2.5M-row feature table); with it,
     # those copies are lazy. The option is process-wide while the checkpoint runs.
     with pd.option_context("mode.copy_on_write", True):
-        run = checkpoint.run(batch_parameters={"dataframe": df})
+        run = checkpoint.run(batch_parameters={"dataframe": df}, run_id=_run_id())
     ((key, result),) = run.run_results.items()
     docs_path = _docs_path(context, key, Path(docs_dir)) if docs_dir is not None else None
     if not result.success:
@@ -133,11 +144,11 @@ def failures(result: ExpectationSuiteValidationResult) -> list[Failure]:
     return [_failure(r) for r in result.results if not r.success]
 
 
-# One context per Data Docs directory for the life of the process. GX rebuilds a site's index
-# from the context's stores and deletes the pages they do not know, so every gate that writes to
-# a directory must go through the same context for all of its pages to stay. Made on first use.
+# One context per Data Docs directory for the life of the process, made on first use. Its site's
+# stores are files beside the site, shared by every process writing to it.
 _CONTEXTS: dict[Path, AbstractDataContext] = {}
 _RUN_NUMBERS = itertools.count(1)
+_PROCESS_STARTED = datetime.now(UTC)  # when the command loaded its gates: the run's name
 
 
 def _context(docs_dir: Path | None) -> AbstractDataContext:
@@ -146,24 +157,52 @@ def _context(docs_dir: Path | None) -> AbstractDataContext:
         return _ephemeral_context()
     key = docs_dir.resolve()
     if key not in _CONTEXTS:
-        context = _ephemeral_context()
-        _add_docs_site(context, key)
-        _CONTEXTS[key] = context
+        key.mkdir(parents=True, exist_ok=True)
+        _CONTEXTS[key] = _ephemeral_context(
+            stores=docs_site.stores_config(key),
+            data_docs_sites={SITE_NAME: docs_site.site_config(key)},
+        )
     return _CONTEXTS[key]
 
 
-def _ephemeral_context() -> AbstractDataContext:
-    """An in-memory context with analytics and progress bars off and no temporary docs site."""
+def _ephemeral_context(stores: dict | None = None,
+                       data_docs_sites: dict | None = None) -> AbstractDataContext:
+    """An in-memory context with analytics and progress bars off, `stores` beside its own (by
+    store name) and `data_docs_sites` as its only sites."""
     config = DataContextConfig(
         store_backend_defaults=InMemoryStoreBackendDefaults(init_temp_docs_sites=False),
         analytics_enabled=False,
         progress_bars=ProgressBarsConfig(globally=False, metric_calculations=False),
     )
+    config.stores = {**config.stores, **(stores or {})}
+    config.data_docs_sites = data_docs_sites or {}
     return gx.get_context(mode="ephemeral", project_config=config)
 
 
+def _run_id() -> RunIdentifier:
+    """This validation's run: named after the command and when its process started, e.g.
+    "persona-ingest-20240601T120000Z" (every gate of one command shares it), timed now."""
+    name = f"{_command()}-{_PROCESS_STARTED:%Y%m%dT%H%M%SZ}"
+    return RunIdentifier(run_name=_safe(name), run_time=datetime.now(UTC))
+
+
+def _command() -> str:
+    """The command line's program and its first plain word, e.g. "persona-ingest" for
+    `persona ingest raw/ --home h`: options, paths and values are left out."""
+    program = Path(sys.argv[0]) if sys.argv and sys.argv[0] not in ("", "-c") else Path("python")
+    name = program.parent.name if program.stem == "__main__" else program.stem  # python -m pkg
+    word = next((a for a in sys.argv[1:] if re.fullmatch(r"[a-z][a-z0-9_-]*", a)), None)
+    return f"{name}-{word}" if word else name
+
+
+def _safe(name: str) -> str:
+    """`name` as one path segment of the docs (run and asset names become folders and files),
+    nothing in it to quote in a shell."""
+    return re.sub(r"[^\w.@+-]", "_", name) or "_"
+
+
 def _whole_frame(context: AbstractDataContext, asset_name: str) -> BatchDefinition:
-    """The whole-dataframe batch of the asset named after the suite, created on first use."""
+    """The whole-dataframe batch of the asset `asset_name`, created on first use."""
     sources = context.data_sources
     datasource: PandasDatasource
     if DATASOURCE in sources.all():
@@ -188,22 +227,6 @@ def _copy_suite(suite: gx.ExpectationSuite) -> gx.ExpectationSuite:
         expectations=[e.copy(update={"id": None}) for e in suite.expectations],
         meta=copy.deepcopy(suite.meta),
         notes=suite.notes,
-    )
-
-
-def _add_docs_site(context: AbstractDataContext, docs_dir: Path) -> None:
-    """A filesystem Data Docs site rooted at `docs_dir` (the GX 1.x `add_data_docs_site` config)."""
-    docs_dir.mkdir(parents=True, exist_ok=True)
-    context.add_data_docs_site(
-        site_name=SITE_NAME,
-        site_config={
-            "class_name": "SiteBuilder",
-            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
-            "store_backend": {
-                "class_name": "TupleFilesystemStoreBackend",
-                "base_directory": str(docs_dir.resolve()),
-            },
-        },
     )
 
 
