@@ -24,6 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from persona.core.catalog import MODELS
+from persona.core.dates import start_of_today
 from persona.core.settings import Settings, library_defaults
 from persona.jobs.progress import console, steps
 
@@ -120,10 +121,15 @@ def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug lo
              "--version", is_eager=True, callback=_versions,
              help="Persona's version and those of Feast, BentoML, GE and XGBoost.")] = False,
          ) -> None:
+    from persona.jobs.progress import CurrentStderr
+    from persona.jobs.quiet import quiet_libraries
+
     global _verbose
     _verbose = verbose
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+                        format="%(levelname)s %(name)s: %(message)s", stream=CurrentStderr())
+    if not verbose:
+        quiet_libraries()  # the library warnings a user cannot act on (persona/jobs/quiet.py)
     library_defaults()  # before xgboost (OpenMP) and GX load
 
 
@@ -150,7 +156,7 @@ def generate(
     from persona.synthetic_shop import generate_shop, write_shop
 
     try:
-        last = pd.Timestamp(end or pd.Timestamp.now(tz="UTC").date().isoformat(), tz="UTC")
+        last = pd.Timestamp(end, tz="UTC") if end else start_of_today()
     except ValueError:
         _fail(ValueError(f"--end {end!r}: expected a date like 2026-10-01"))
 
@@ -210,7 +216,8 @@ def ingest(
     try:
         with steps("ingest") as on_step:
             manifest = run(settings, raw_dir, on_step,
-                           options=ReadOptions(timestamp_format, dedupe))
+                           options=ReadOptions(timestamp_format, dedupe),
+                           on_progress=on_step.count)
     except (ContractError, DataQualityError, BusyError, ValueError) as exc:
         _fail(exc)
     dropped = manifest["duplicate_event_ids_dropped"]
@@ -264,8 +271,8 @@ def materialize(
 
     try:
         with steps("materialize") as on_step:
-            on_step("validating and loading")
-            counts = run(_settings(home, online), full=full)
+            counts = run(_settings(home, online), full=full, on_step=on_step,
+                         on_progress=on_step.count)
     except (DataQualityError, BusyError, NothingToMaterialize) as exc:
         _fail(exc)
     _emit(as_json, {"rows": counts}, _table("rows loaded per view", counts, "view", "rows"))
@@ -382,8 +389,8 @@ def segments(
         when = parse_as_of(as_of)
         book = TagBook.load(tags or TAGS_FILE)
         with steps("segments") as on_step:
-            on_step("features, scores and rules")
-            segmented = segment_users(settings, when, book)
+            segmented = segment_users(settings, when, book, on_step=on_step,
+                                      on_progress=on_step.count)
     except (ValueError, TagFileError) as exc:
         _fail(exc)
     out = out or settings.home / f"segments-{when.strftime('%Y%m%dT%H%M%S')}.parquet"

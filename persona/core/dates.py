@@ -1,4 +1,5 @@
-"""How the DATE options (`--until`, `--as-of`) and label horizons (`--horizon 30d`) are read."""
+"""How the DATE options (`--until`, `--as-of`, `--end`) and label horizons (`--horizon 30d`) are
+read, and what "today" is."""
 
 from __future__ import annotations
 
@@ -22,6 +23,11 @@ def parse_as_of(text: str) -> pd.Timestamp:
         raise ValueError(f"{text!r} is not a date (YYYY-MM-DD) or an ISO-8601 timestamp")
     stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
     return stamp + pd.Timedelta(days=1) if _DATE_ONLY.match(value) else stamp
+
+
+def start_of_today() -> pd.Timestamp:
+    """Midnight UTC today: where a generated shop ends by default, so its features are current."""
+    return pd.Timestamp.now(tz="UTC").normalize()
 
 
 _HORIZON = re.compile(r"^\s*(\d+)\s*d\s*$")

@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -25,14 +26,16 @@ from persona.core.settings import Settings
 MANIFEST = "manifest.json"
 
 
-def _write_view(frame: pd.DataFrame, directory: Path) -> None:
-    """One Parquet file per UTC day of `event_timestamp` (partition `date=YYYY-MM-DD`)."""
+def _write_view(frame: pd.DataFrame, directory: Path, on_file: Callable[[], None]) -> None:
+    """One Parquet file per UTC day of `event_timestamp` (partition `date=YYYY-MM-DD`);
+    `on_file()` after each."""
     days = frame["event_timestamp"].dt.strftime("%Y-%m-%d")
     for day, part in frame.groupby(days, sort=True):
         target = directory / f"date={day}"
         target.mkdir(parents=True, exist_ok=True)
         table = pa.Table.from_pandas(part.reset_index(drop=True), preserve_index=False)
         pq.write_table(_texts_not_nulls(table), target / "part-0.parquet")
+        on_file()
 
 
 def _texts_not_nulls(table: pa.Table) -> pa.Table:
@@ -54,14 +57,26 @@ def data_hash(version_dir: Path) -> str:
     return digest.hexdigest()
 
 
-def publish(root: Path, features: dict[str, pd.DataFrame], info: dict) -> dict:
-    """Write `features` as a new version under `root` and make it current; returns its manifest."""
+def publish(root: Path, features: dict[str, pd.DataFrame], info: dict,
+            on_progress: Callable[[int, int], None] = lambda done, total: None) -> dict:
+    """Write `features` as a new version under `root` and make it current; returns its manifest.
+    `on_progress(done, total)` counts the Parquet files written."""
     versions = root / "versions"
     versions.mkdir(parents=True, exist_ok=True)
     version = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
     staging = root / f".staging-{version}"
+    total = sum(int(frame["event_timestamp"].dt.floor("D").nunique())
+                for frame in features.values())
+    written = 0
+
+    def on_file() -> None:
+        nonlocal written
+        written += 1
+        on_progress(written, total)
+
+    on_progress(written, total)
     for view, frame in features.items():
-        _write_view(frame, staging / view)
+        _write_view(frame, staging / view, on_file)
     manifest = {
         **info,
         # the home's identity, kept by every version and by a copy of the home

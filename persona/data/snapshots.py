@@ -12,12 +12,13 @@ and a test checks every table this SQL produces against the schema, column by co
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 
 import duckdb
 import pandas as pd
 
-from persona.core.schema import ACTIVITY_KINDS, USER_WINDOWS
+from persona.core.schema import ACTIVITY_KINDS, FEATURE_TABLES, USER_WINDOWS
 from persona.core.settings import DEFAULT_PRIOR_STRENGTH
 from persona.data.lifetime import lifetime_features
 from persona.data.raw import RawTables
@@ -190,29 +191,42 @@ def _item_popularity(con: duckdb.DuckDBPyConnection, interval_us: int, end_k: in
 
 
 def compute_features(raw: RawTables, interval: timedelta = timedelta(days=1),
-                     prior_strength: float = DEFAULT_PRIOR_STRENGTH) -> dict[str, pd.DataFrame]:
+                     prior_strength: float = DEFAULT_PRIOR_STRENGTH,
+                     on_progress: Callable[[int, int], None] = lambda done, total: None
+                     ) -> dict[str, pd.DataFrame]:
     """All feature tables, keyed by feature view name, each with an `event_timestamp` column:
-    the snapshots of this module and the lifetime tables of `persona.data.lifetime`."""
+    the snapshots of this module and the lifetime tables of `persona.data.lifetime`.
+    `on_progress(done, total)` counts the tables computed, out of the schema's."""
     interval_us = int(interval.total_seconds() * 1_000_000)
+    features: dict[str, pd.DataFrame] = {}
+
+    def done() -> None:
+        on_progress(len(features), len(FEATURE_TABLES))
+
+    done()
     con = duckdb.connect()
     try:
         con.execute("SET TimeZone = 'UTC'")
         _events_view(con, raw, interval_us)
         end_k = con.execute("SELECT max(k) FROM ev").fetchone()[0]
-        features: dict[str, pd.DataFrame] = {}
         if end_k is not None:
             _category_affinity(con, interval_us, end_k)
             features["user_activity"] = _ts(_user_activity(con, interval_us, end_k), interval_us)
+            done()
             features["item_popularity"] = _ts(_item_popularity(con, interval_us, end_k),
                                               interval_us)
+            done()
             features["user_category_affinity"] = _ts(
                 con.execute("SELECT * FROM category_affinity ORDER BY user_id, category, k").df(),
                 interval_us)
+            done()
             features.update(lifetime_features(con, raw.users, raw.items, prior_strength))
+            done()
     finally:
         con.close()
     features["user_profile"] = raw.users.rename(columns={"signup_timestamp": "event_timestamp"})[
         ["user_id", "event_timestamp", "age_band", "gender", "region", "membership_level"]]
     features["item_catalog"] = raw.items.rename(columns={"created_timestamp": "event_timestamp"})[
         ["item_id", "event_timestamp", "category", "brand", "list_price"]]
+    done()
     return features

@@ -12,6 +12,7 @@ import httpx
 import pandas as pd
 from rich.table import Table
 
+from persona.core.dates import start_of_today
 from persona.core.settings import Settings
 from persona.jobs.ingest import ingest
 from persona.jobs.materialize import materialize
@@ -64,7 +65,7 @@ def run(settings: Settings, port: int = 3000, shop_size: dict | None = None) -> 
     with steps("demo") as on_step:
         on_step("generating a shop of {n_users} users x {n_items} items x {days} days"
                 .format(**size))
-        shop = generate_shop(**size)
+        shop = generate_shop(**size, end=start_of_today().to_pydatetime())  # current features
         write_shop(shop, raw_dir)
         on_step("ingesting and validating")
         ingest(settings, raw_dir, lambda s: on_step(f"ingest: {s}"))
@@ -79,7 +80,8 @@ def run(settings: Settings, port: int = 3000, shop_size: dict | None = None) -> 
             on_step("sending requests")
             with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
                 for user in users:
-                    body = {"user_id": user, "item_ids": _candidates(shop.events, user)}
+                    body = {"user_id": user, "item_ids": _candidates(shop.events, user),
+                            "top_k": 5}
                     reply = client.post("/rank", json=body)
                     reply.raise_for_status()
                     responses.append(reply.json())
@@ -89,8 +91,8 @@ def run(settings: Settings, port: int = 3000, shop_size: dict | None = None) -> 
         table.add_column("item")
         table.add_column("purchase probability", justify="right")
         table.add_column("strongest reason")
-        for rank, item in enumerate(reply["items"][:5], start=1):
-            table.add_row(str(rank), item["item_id"], f"{item['score']:.4f}",
+        for rank, item in enumerate(reply["items"], start=1):
+            table.add_row(str(rank), item["item_id"], f"{item['probability']:.4f}",
                           _reason(item["reasons"][0]))
         console.print(table)
     console.print(_metrics_table(result.metrics))

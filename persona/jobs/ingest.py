@@ -20,24 +20,29 @@ from persona.data.snapshots import compute_features
 from persona.featurestore.registry import apply_definitions
 
 Step = Callable[[str], None]
+Progress = Callable[[int, int | None], None]  # (done, total) of the current step
 
 
 def ingest(settings: Settings, raw_dir: Path, on_step: Step = lambda _: None,
-           lock_wait: float = 120.0, options: ReadOptions = PLAIN_READ) -> dict:
+           lock_wait: float = 120.0, options: ReadOptions = PLAIN_READ,
+           on_progress: Progress = lambda done, total: None) -> dict:
     """Validate, compute, publish and register; returns the published version's manifest.
     A second writer on the same home waits up to `lock_wait` seconds, then fails clearly.
-    `options` (timestamp layout, dedupe) are recorded, so training re-reads the log alike."""
+    `options` (timestamp layout, dedupe) are recorded, so training re-reads the log alike.
+    `on_step` names each stage; `on_progress` counts the feature tables computed, then the
+    files published."""
     with exclusive(settings.lock_path, lock_wait):
         on_step("reading raw tables")
         raw = read_raw(raw_dir, options)
         now = pd.Timestamp.now(tz="UTC")
         on_step("validating raw tables")
         raw_results = quality.check_raw(raw, now, settings.docs_dir)
-        on_step("computing feature snapshots")
-        features = compute_features(raw, settings.snapshot_interval, settings.prior_strength)
+        on_step("computing feature tables")
+        features = compute_features(raw, settings.snapshot_interval, settings.prior_strength,
+                                    on_progress=on_progress)
         on_step("validating feature tables")
         feature_results = quality.check_features(features, now, settings.docs_dir)
-        on_step("publishing to the offline store")
+        on_step("publishing files to the offline store")
         events = raw.events["event_timestamp"]
         manifest = offline.publish(settings.offline_root, features, {
             "raw_dir": str(Path(raw_dir).resolve()),
@@ -47,7 +52,7 @@ def ingest(settings: Settings, raw_dir: Path, on_step: Step = lambda _: None,
             "events_from": events.min().isoformat() if len(events) else None,
             "events_until": events.max().isoformat() if len(events) else None,
             "validation": {**raw_results, **feature_results},
-        })
+        }, on_progress=on_progress)
         on_step("registering feature definitions")
         apply_definitions(settings)
         return manifest

@@ -38,6 +38,7 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 TIMESTAMP = "event_timestamp"
 
 Step = Callable[[str], None]
+Progress = Callable[[int, int | None], None]  # (done, total) of the current step
 
 
 class NothingToMaterialize(RuntimeError):
@@ -46,12 +47,14 @@ class NothingToMaterialize(RuntimeError):
 
 def materialize(settings: Settings, end: datetime | None = None, full: bool = False,
                 views: Sequence[str] | None = None, bulk: bool = True,
-                on_step: Step = lambda _: None) -> dict[str, int]:
+                on_step: Step = lambda _: None,
+                on_progress: Progress = lambda done, total: None) -> dict[str, int]:
     """Incremental: each view (default: all) from where its last materialization into this
     online store ended (or from the start of its TTL window) up to `end` (default: just after
     the last snapshot). `full` reloads the whole TTL window. `bulk=False` loads Redis through
     Feast's own writer too.
-    Returns the rows validated and loaded per view."""
+    Returns the rows validated and loaded per view. `on_step` names each stage and view;
+    `on_progress(done, total)` counts the rows loaded, over all views."""
     if offline.current_manifest(settings.offline_root) is None:
         raise NothingToMaterialize(
             f"nothing ingested under {settings.home}: run `persona ingest` first")
@@ -69,9 +72,13 @@ def materialize(settings: Settings, end: datetime | None = None, full: bool = Fa
         quality.check_features(frames, pd.Timestamp.now(tz="UTC"), settings.docs_dir)
         bulk = bulk and redis_layout.supports(store.config)
         _prepare(store, chosen)
-        for fv in chosen:
-            on_step(f"loading {fv.name}")
+        total, done = sum(table.num_rows for table in tables.values()), 0
+        for number, fv in enumerate(chosen, 1):
+            on_step(f"loading rows, view {number} of {len(chosen)} ({fv.name})")
+            on_progress(done, total)
             _load(settings, fv, tables[fv.name], windows[fv.name], bulk)
+            done += tables[fv.name].num_rows
+            on_progress(done, total)
             expired = online_state.remove_rows(
                 store.config, fv, rows_expired(settings, fv, end, loaded.get(fv.name), full))
             if expired:

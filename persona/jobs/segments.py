@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -22,6 +23,9 @@ from training.score import active_users, raw_events, score
 
 log = logging.getLogger(__name__)
 
+Step = Callable[[str], None]
+Progress = Callable[[int, int | None], None]  # (done, total) of the current step
+
 
 def profile_features(settings: Settings, users: pd.Series, as_of: pd.Timestamp) -> pd.DataFrame:
     """Short-named profile features of `users` as of `as_of`, indexed by user_id."""
@@ -33,12 +37,15 @@ def profile_features(settings: Settings, users: pd.Series, as_of: pd.Timestamp) 
     return frame.drop(columns=["event_timestamp"]).set_index("user_id")
 
 
-def propensity_scores(settings: Settings, as_of: pd.Timestamp) -> pd.DataFrame | None:
+def propensity_scores(settings: Settings, as_of: pd.Timestamp,
+                      on_progress: Progress = lambda done, total: None) -> pd.DataFrame | None:
     """Propensity of every active user as of `as_of`, or None when no propensity model was
-    trained on this home (another home's model is not used: it learnt another shop)."""
+    trained on this home (another home's model is not used: it learnt another shop).
+    `on_progress(done, total)` counts the users scored."""
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            result = score(settings, "propensity", Path(tmp) / "scores.parquet", as_of=as_of)
+            result = score(settings, "propensity", Path(tmp) / "scores.parquet", as_of=as_of,
+                           on_progress=on_progress)
             scores = pd.read_parquet(result.path, columns=["user_id", "score"])
     except ModelNotFoundError:
         return None
@@ -48,13 +55,19 @@ def propensity_scores(settings: Settings, as_of: pd.Timestamp) -> pd.DataFrame |
     return scores.rename(columns={"score": "propensity"}).set_index("user_id")
 
 
-def segment_users(settings: Settings, as_of: pd.Timestamp, book: TagBook | None = None
-                  ) -> pd.DataFrame:
-    """One row per user active at or before `as_of`: propensity, churn_risk, tags, segment."""
+def segment_users(settings: Settings, as_of: pd.Timestamp, book: TagBook | None = None,
+                  on_step: Step = lambda _: None,
+                  on_progress: Progress = lambda done, total: None) -> pd.DataFrame:
+    """One row per user active at or before `as_of`: propensity, churn_risk, tags, segment.
+    `on_step` names each stage; `on_progress` counts the users scored."""
     book = book or TagBook.load()
+    on_step("reading the active users")
     users = pd.Series(active_users(raw_events(settings), as_of), name="user_id")
+    on_step(f"profile features of {len(users):,} users")
     frame = profile_features(settings, users, as_of)
-    scores = propensity_scores(settings, as_of)
+    on_step("scoring users")
+    scores = propensity_scores(settings, as_of, on_progress)
+    on_step("tags and segments")
     frame["propensity"] = (float("nan") if scores is None
                            else scores["propensity"].reindex(frame.index))
     frame["churn_risk"] = 1.0 - frame["propensity"]
