@@ -58,6 +58,7 @@ NO_PROPENSITY_MODEL = "no propensity model trained: run `persona train --task pr
 ONLINE_STORE_DOWN = "online store unavailable: retry later"
 READY_CACHE_SECONDS = 1.0  # /readyz probes the online store at most once a second
 RETRY_AFTER_SECONDS = 1  # after an online-store failure, 503 at once for this long (Breaker)
+LOADED_REFRESH_SECONDS = 30.0  # how often /metrics' last-load times are read from the store
 
 
 class ModelRefused(RuntimeError):
@@ -77,6 +78,15 @@ def stop_server(refused: ModelRefused) -> None:
         return
     if b"bentoml" in command and b"serve" in command:
         os.kill(parent, signal.SIGTERM)
+
+
+def online_store_name(config) -> str:
+    """The online store a log line may name: the SQLite file, or Redis' first address (never
+    its password)."""
+    online = config.online_store
+    if hasattr(online, "connection_string"):
+        return f"redis {online.connection_string.split(',')[0]}"
+    return f"sqlite {online.path}"
 
 
 def load_booster(stored: bentoml.Model):
@@ -157,6 +167,7 @@ class PersonaService:
         from serving.profiles import Profiler
         from serving.redis_online import online_reader
         from serving.scoring import Scorer
+        from serving.served_metrics import ServedMetrics
         from serving.users import ProfileReader
 
         stored = self._stored_model()
@@ -175,7 +186,8 @@ class PersonaService:
                                    f"service: {exc}") from exc
             self.scorer = Scorer(booster, reader, str(stored.tag), metadata.get("calibration"),
                                  metadata.get("categories"))
-            self.propensity_scorer = self._propensity_scorer(store, settings)
+            served = {"conversion": (str(stored.tag), metadata)}
+            self.propensity_scorer = self._propensity_scorer(store, settings, served)
         except ModelRefused as exc:
             stop_server(exc)
             raise
@@ -183,19 +195,26 @@ class PersonaService:
         self._breaker = Breaker(cool_off=RETRY_AFTER_SECONDS)
         self._ready_lock = threading.Lock()
         self._ready_at, self._ready = float("-inf"), False
+        self._store_config, self._loaded_at = store.config, float("-inf")
+        self._metrics = ServedMetrics()
+        self._metrics.models(served)
         self._warm_up()
-        logger.info("serving %s with feature service %s; propensity model %s", stored.tag,
-                    metadata["feature_service"],
-                    self.propensity_scorer.model_tag if self.propensity_scorer else "none")
+        for task, (tag, meta) in served.items():
+            logger.info("serving %s model %s (feature service %s), trained on home %s, offline "
+                        "version %s", task, tag, meta.get("feature_service"),
+                        meta.get("home", "(not recorded)"), meta.get("offline_version", "?"))
+        logger.info("online store: %s", online_store_name(store.config))
 
     @staticmethod
-    def _propensity_scorer(store, settings: Settings):
+    def _propensity_scorer(store, settings: Settings, served: dict):
+        """The propensity model's scorer (recorded in `served`), None without one."""
         from serving.profiles import PropensityScorer
 
         stored = stored_propensity_model(settings)
         if stored is None:
             logger.warning("%s; /propensity answers 503", NO_PROPENSITY_MODEL)
             return None
+        served["propensity"] = (str(stored.tag), stored.info.metadata)
         booster = load_booster(stored)
         check_inputs(booster, stored.info.metadata["features"], str(stored.tag))
         try:
@@ -227,11 +246,21 @@ class PersonaService:
                 self.scorer.reader.categories(["readyz-probe"])
                 ready = True
                 self._breaker.reset()
+                self._refresh_loaded()
             except _UNREACHABLE as exc:
                 logger.warning("not ready: %s (%s)", ONLINE_STORE_DOWN, type(exc).__name__)
                 ready = False
             self._ready_at, self._ready = time.monotonic(), ready
             return ready
+
+    def _refresh_loaded(self) -> None:
+        """/metrics' end of the last load per view, read from the store's own record at most
+        every LOADED_REFRESH_SECONDS (on readiness probes)."""
+        from persona.featurestore import online_state
+
+        if time.monotonic() - self._loaded_at >= LOADED_REFRESH_SECONDS:
+            self._metrics.loaded_until(online_state.loaded_until(self._store_config))
+            self._loaded_at = time.monotonic()
 
     def _stored_model(self) -> bentoml.Model:
         """The model to load. Served from a built Bento, it is the version the Bento recorded:

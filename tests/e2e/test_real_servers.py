@@ -7,6 +7,7 @@ matrix, in-process), propensity with its reasons, probes and the OpenAPI documen
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 import httpx
@@ -48,12 +49,13 @@ def test_every_score_carries_its_reasons(http: httpx.Client, kind: str, world: W
     body = _post(http, "/rank", {"user_id": user, "item_ids": items})
     assert body["model_tag"] == world.model_tag and body["cold_user"] is False
     ranked = {i["item_id"]: i for i in body["items"]}
-    scores = [i["score"] for i in body["items"]]
-    assert scores == sorted(scores, reverse=True)
+    scores = [i["probability"] for i in body["items"]]
+    assert scores[:-1] == sorted(scores[:-1], reverse=True)
+    assert body["items"][-1]["item_id"] == "no-such-item"  # an unknown item comes last
     pairs = [(user, world.items[0]), ("no-such-user", world.items[1])]
     predictions = _post(http, "/predict", {"pairs": [{"user_id": u, "item_id": i}
                                                      for u, i in pairs]})["predictions"]
-    check_reasons([ranked[i]["reasons"] for i in items], [ranked[i]["score"] for i in items],
+    check_reasons([ranked[i]["reasons"] for i in items], [ranked[i]["probability"] for i in items],
                   booster, world.features, reader.for_user(user, items).matrix)
     check_reasons([p["reasons"] for p in predictions], [p["probability"] for p in predictions],
                   booster, world.features,
@@ -77,9 +79,16 @@ def test_propensity_and_profile_carry_the_propensity_model(
     assert profile["propensity"] == pytest.approx(users[0]["propensity"], abs=1e-9)
 
 
-def test_probes_and_openapi_document(http: httpx.Client) -> None:
+def test_probes_and_openapi_document(http: httpx.Client, world: World,
+                                     propensity: Propensity) -> None:
     for probe in ("/livez", "/readyz", "/healthz", "/metrics"):
         assert http.get(probe).status_code == 200, probe
+    metrics = http.get("/metrics").text  # what is served, and how fresh the store is
+    for task, tag in (("conversion", world.model_tag), ("propensity", propensity.tag)):
+        assert re.search(rf'persona_model_info{{[^}}]*task="{task}"[^}}]*tag="{tag}"', metrics) \
+            or re.search(rf'persona_model_info{{[^}}]*tag="{tag}"[^}}]*task="{task}"', metrics), \
+            metrics[-2000:]
+    assert re.search(r'persona_online_loaded_until_seconds\{view="user_activity"\} \d', metrics)
     spec = http.get("/docs.json").json()
     assert {"/rank", "/predict", "/propensity", "/profile"} <= set(spec["paths"])
     rank_input = spec["paths"]["/rank"]["post"]["requestBody"]["content"]["application/json"]

@@ -37,7 +37,7 @@ def test_rank_sorts_known_items_by_score(client: httpx.Client, world: World) -> 
     assert body["user_id"] == world.warm_users[0]
     assert body["cold_user"] is False
     assert sorted(i["item_id"] for i in body["items"]) == sorted(items)
-    scores = [i["score"] for i in body["items"]]
+    scores = [i["probability"] for i in body["items"]]
     assert scores == sorted(scores, reverse=True)
     assert all(0.0 <= s <= 1.0 for s in scores)
     assert len(set(scores)) > 1, "a model that ignores its features"
@@ -53,7 +53,7 @@ def test_rank_lists_duplicate_items_once(client: httpx.Client, world: World) -> 
 def test_unknown_user_is_cold_not_an_error(client: httpx.Client, world: World) -> None:
     body = _rank(client, "no-such-user", world.items[:5])
     assert body["cold_user"] is True
-    assert all(0.0 <= i["score"] <= 1.0 for i in body["items"])
+    assert all(0.0 <= i["probability"] <= 1.0 for i in body["items"])
 
 
 def test_unknown_item_is_cold_not_an_error(client: httpx.Client, world: World) -> None:
@@ -80,7 +80,7 @@ def test_predict_answers_each_pair_in_order_and_agrees_with_rank(
                    (user, "no-such-item", False, True),
                    (user, world.items[2], False, False)]
     probabilities = [p["probability"] for p in body["predictions"]]
-    ranked = _rank(client, user, [world.items[2]])["items"][0]["score"]
+    ranked = _rank(client, user, [world.items[2]])["items"][0]["probability"]
     assert probabilities[0] == probabilities[3] == pytest.approx(ranked, abs=1e-7)
 
 
@@ -96,7 +96,7 @@ def test_every_score_carries_its_reasons(kind: str, world: World,
     reply = http.post("/predict",
                       json={"pairs": [{"user_id": u, "item_id": i} for u, i in pairs]})
     assert reply.status_code == 200, reply.text
-    check_reasons([ranked[i]["reasons"] for i in items], [ranked[i]["score"] for i in items],
+    check_reasons([ranked[i]["reasons"] for i in items], [ranked[i]["probability"] for i in items],
                   booster, world.features, reader.for_user(user, items).matrix)
     predictions = reply.json()["predictions"]
     check_reasons([p["reasons"] for p in predictions], [p["probability"] for p in predictions],

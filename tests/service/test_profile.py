@@ -186,4 +186,4 @@ def test_without_a_propensity_model_propensity_is_503_and_profile_works(
     assert body["propensity"] is None and body["churn_risk"] is None
     assert body["propensity_model_tag"] is None
     assert isinstance(body["segment"], str)
-    assert all(0.0 <= i["score"] <= 1.0 and len(i["reasons"]) == 3 for i in ranked["items"])
+    assert all(0.0 <= i["probability"] <= 1.0 and len(i["reasons"]) == 3 for i in ranked["items"])
