@@ -120,7 +120,7 @@ def test_v2_conversion_ranks_with_its_categories_and_equals_the_offline_store(
                 assert reason["category"] in (*metadata["categories"][reason["feature"]], None)
     ranked = http.post("/rank", json={"user_id": user, "item_ids": items})
     assert ranked.status_code == 200
-    scores = [i["score"] for i in ranked.json()["items"]]
+    scores = [i["probability"] for i in ranked.json()["items"]]
     assert scores == sorted(scores, reverse=True)
 
 
