@@ -103,20 +103,22 @@ def worker(home: Path, url: str, bulk: bool, check: int) -> None:
     figures = {"seconds": seconds, "entities": entities, "entities_per_s": entities / seconds,
                "read_s": steps.get("reading the rows to load", 0.0),
                "gate_s": steps.get("validating the rows to load", 0.0),
-               "write_s": steps.get(f"loading {VIEW}", 0.0),
+               "write_s": sum(s for step, s in steps.items() if step.endswith(f"({VIEW})")),
                "redis_cpu_s": _redis_cpu(client) - busy,
-               "keys": client.dbsize() - client.exists(_version_key(settings))}
+               "keys": client.dbsize() - client.exists(*_bookkeeping_keys(settings))}
     if check:
         figures["checked"] = _check_readback(settings, check)
     report(figures)
 
 
-def _version_key(settings) -> bytes:
-    """The key `persona materialize` bumps when done: one key that is not an entity."""
-    from persona.featurestore import redis_layout
+def _bookkeeping_keys(settings) -> list[bytes | str]:
+    """The keys of `persona materialize` that hold no entity: the version it bumps when done and
+    the store's record of what it loaded."""
+    from persona.featurestore import online_state, redis_layout
     from persona.featurestore.config import feature_store
 
-    return redis_layout.version_key(feature_store(settings).config.project.encode())
+    project = feature_store(settings).config.project
+    return [redis_layout.version_key(project.encode()), online_state.record_key(project)]
 
 
 def _redis_cpu(client) -> float:

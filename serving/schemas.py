@@ -14,7 +14,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StringConstraints
 
 MAX_RANK_ITEMS = 500
 MAX_PREDICT_PAIRS = 1000
@@ -77,10 +77,11 @@ class RankRequest(_Strict):
                     "removed (the first occurrence is kept), so the response lists each item "
                     "once.",
     )
-    top_k: int | None = Field(
-        default=None, ge=1, le=MAX_RANK_ITEMS,
-        description="Answer only the best `top_k` items (default: every candidate).")
-    reasons: bool = Field(
+    top_k: StrictInt = Field(
+        default=MAX_RANK_ITEMS, ge=1, le=MAX_RANK_ITEMS,
+        description=f"Answer only the best `top_k` items (default {MAX_RANK_ITEMS}: every "
+                    "candidate).")
+    reasons: StrictBool = Field(
         default=True,
         description="Include each item's reasons (false: a much smaller answer for long lists).")
     unknown_items: Literal["rank", "last", "drop"] = Field(

@@ -52,6 +52,7 @@ from serving.schemas import (
 )
 
 logger = logging.getLogger(__name__)
+logger.setLevel(logging.INFO)  # BentoML leaves other loggers at WARNING: say what is served
 _UNREACHABLE = (ConnectionError, TimeoutError, redis.exceptions.ConnectionError,
                 redis.exceptions.TimeoutError)
 NO_PROPENSITY_MODEL = "no propensity model trained: run `persona train --task propensity`"

@@ -93,3 +93,15 @@ def test_probes_and_openapi_document(http: httpx.Client, world: World,
     assert {"/rank", "/predict", "/propensity", "/profile"} <= set(spec["paths"])
     rank_input = spec["paths"]["/rank"]["post"]["requestBody"]["content"]["application/json"]
     assert rank_input["schema"]["properties"]["item_ids"]["maxItems"] == 500
+
+
+def test_the_log_says_what_is_served(kind: str, world: World, propensity: Propensity,
+                                     request: pytest.FixtureRequest) -> None:
+    """At start-up: each model with its tag, the home and offline version it was trained on,
+    and the online store (its address, never a password)."""
+    handle: ServerHandle = request.getfixturevalue(f"{kind}_server")
+    log = handle.logs()
+    for task, tag in (("conversion", world.model_tag), ("propensity", propensity.tag)):
+        assert re.search(rf"serving {task} model {re.escape(tag)} \(feature service \w+\), "
+                         rf"trained on home {re.escape(str(world.settings.home))}", log), task
+    assert re.search(r"online store: (sqlite \S+online_store\.db|redis [\w.]+:\d+)", log)

@@ -179,3 +179,18 @@ def test_cli(settings: Settings, models: dict, tmp_path: Path) -> None:
                                    "--out", str(tmp_path / "c.parquet")], env=env)
     assert bad.exit_code == 1 and "--candidates" in bad.output
     assert "Traceback" not in bad.output
+
+
+def test_cli_refuses_another_homes_model(settings: Settings, models: dict,
+                                         tmp_path: Path) -> None:
+    """Homes share the model store: on a home no model was trained on, `persona score` names
+    both homes in one line instead of scoring with another shop's model; pinned, it warns."""
+    other = tmp_path / "other-shop"
+    args = ["score", "--task", "propensity", "--as-of", "2026-09-10", "--home", str(other),
+            "--out", str(tmp_path / "s.parquet")]
+    refused = CliRunner().invoke(app, args)
+    assert refused.exit_code == 1 and "Traceback" not in refused.output
+    line = " ".join(refused.output.split())
+    assert f"no propensity model was trained on home {other}" in line
+    assert f"{models['propensity'].tag}, was trained on {settings.home}" in line
+    assert not (tmp_path / "s.parquet").exists()
