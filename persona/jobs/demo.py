@@ -12,6 +12,7 @@ import httpx
 import pandas as pd
 from rich.table import Table
 
+from persona.core.catalog import CONVERSION_V2_SERVICE
 from persona.core.dates import start_of_today
 from persona.core.settings import Settings
 from persona.jobs.ingest import ingest
@@ -70,7 +71,9 @@ def run(settings: Settings, port: int = 3000, shop_size: dict | None = None) -> 
         on_step("ingesting and validating")
         ingest(settings, raw_dir, lambda s: on_step(f"ingest: {s}"))
         on_step("training")
-        result = train(settings, on_step=lambda s: on_step(f"train: {s}"))
+        # v2: lifetime priors, exact recency, the user x item history and categories
+        result = train(settings, features=CONVERSION_V2_SERVICE,
+                       on_step=lambda s: on_step(f"train: {s}"))
         on_step("materializing into the online store")
         materialize(settings)
         on_step("starting the BentoML service")
