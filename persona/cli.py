@@ -36,6 +36,8 @@ _verbose = False
 # Errors raised by these packages are Persona's own, written for the user: printed as they are.
 OUR_PACKAGES = {"persona", "serving", "training", "expectations", "feature_repo"}
 Task = Enum("Task", {name: name for name in MODELS}, type=str)  # choices shown in --help
+# What `persona train` trains: the scoring models, and the candidate generators.
+TrainTask = Enum("TrainTask", {name: name for name in (*MODELS, "retrieval")}, type=str)
 
 DATE = "DATE (YYYY-MM-DD = end of that day UTC, or ISO-8601)"
 HomeOpt = Annotated[Path | None, typer.Option(
@@ -43,9 +45,6 @@ HomeOpt = Annotated[Path | None, typer.Option(
 OnlineOpt = Annotated[str | None, typer.Option(
     "--online",
     help="Online store URL, redis://host:port (default $PERSONA_REDIS_URL, else SQLite).")]
-TaskOpt = Annotated[Task, typer.Option(
-    "--task",
-    help="conversion (view -> purchase of the item) or propensity (user buys anything).")]
 
 
 JsonOpt = Annotated[bool, typer.Option(
@@ -282,7 +281,9 @@ def materialize(
 @one_line_errors
 def train(
     home: HomeOpt = None,
-    task: TaskOpt = "conversion",
+    task: Annotated[TrainTask, typer.Option(
+        "--task", help="conversion (view -> purchase of the item), propensity (user buys "
+                       "anything) or retrieval (candidate generators).")] = "conversion",
     horizon: Annotated[str | None, typer.Option(
         help="Label horizon, e.g. 30d (default 7d for conversion, 30d for propensity).")] = None,
     until: Annotated[str | None, typer.Option(
@@ -303,6 +304,9 @@ def train(
         cut = parse_as_of(until) if until else None
     except ValueError as exc:
         _fail(exc)
+    if task.value == "retrieval":
+        _train_retrieval(_settings(home), cut, as_json)
+        return
     from expectations.gate import DataQualityError
     from training.pipeline import train as run
 
@@ -326,6 +330,24 @@ def train(
                     "n_train": result.n_train, "n_valid": result.n_valid,
                     "metrics": result.metrics},
           f"model {result.tag}; report {result.report_path}", table)
+
+
+def _train_retrieval(settings: Settings, until: pd.Timestamp | None, as_json: bool) -> None:
+    from training.candidate_training import RECALL_AT, train_retrieval
+
+    with steps("train retrieval") as on_step:
+        on_step("fitting ALS, item2vec and popularity, then measuring their recall")
+        result = train_retrieval(settings, until)
+    table = Table(title=f"recall on the last week ({result.users} users)", title_justify="left")
+    table.add_column("generator")
+    for k in RECALL_AT:
+        table.add_column(f"recall@{k}", justify="right")
+    for name, values in result.recall.items():
+        table.add_row(name, *(f"{values[k]:.3f}" for k in RECALL_AT))
+    _emit(as_json, {"model": result.tag, "report": str(result.report_path),
+                    "kept": list(result.kept), "recall": result.recall},
+          f"model {result.tag} (kept {', '.join(result.kept)}); report {result.report_path}",
+          table)
 
 
 @app.command()

@@ -1,0 +1,68 @@
+"""Candidate generators (training/candidates.py) on small logs: the union's order and size, the
+arrays' round trip, what each generator knows, and that no event after the cut is read."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from persona.synthetic_shop import generate_shop
+from training.candidates import GENERATORS, Generators, fit, future_items, recall, union
+
+
+def test_union_takes_turns_keeps_the_first_proposer_and_stops_at_size() -> None:
+    lists = {"als": [("a", 0.9), ("b", 0.8), ("c", 0.7)],
+             "item2vec": [("b", 0.5), ("d", 0.4)],
+             "popularity": [("e", 9.0), ("a", 8.0)]}
+    got = union(lists, 4)
+    assert [(c["item_id"], c["source"], c["rank"]) for c in got] == [
+        ("a", "als", 1), ("b", "item2vec", 1), ("e", "popularity", 1), ("d", "item2vec", 2)]
+    assert [c["item_id"] for c in union(lists, 10)] == ["a", "b", "e", "d", "c"]
+    assert union({}, 5) == []
+
+
+@pytest.fixture(scope="module")
+def shop():
+    return generate_shop(600, 150, 40, seed=5)
+
+
+@pytest.fixture(scope="module")
+def split(shop):
+    end = shop.events["event_timestamp"].max()
+    cut = end - pd.Timedelta(days=7)
+    return cut, end, fit(shop.events, shop.items["item_id"], cut)
+
+
+def test_no_event_after_the_cut_changes_a_generator(shop, split) -> None:
+    cut, _, fitted = split
+    before = shop.events[shop.events["event_timestamp"] <= cut]
+    again = fit(before, shop.items["item_id"], cut)
+    for name in ("users", "items", "user_factors", "item_factors", "popularity"):
+        np.testing.assert_array_equal(fitted.arrays()[name], again.arrays()[name], name)
+    assert set(fitted.users) == set(before["user_id"])  # nobody first seen after the cut
+
+
+def test_arrays_round_trip_and_unknown_users_get_popularity_only(split) -> None:
+    _, _, fitted = split
+    arrays = fitted.arrays()
+    assert all(a.dtype != object for a in arrays.values())  # np.save without pickle
+    back = Generators.from_arrays(arrays)
+    user = str(fitted.users[0])
+    assert back.top("als", user, 5) == fitted.top("als", user, 5)
+    assert back.until == fitted.until
+    assert fitted.top("als", "no-such-user", 5) == []
+    assert fitted.top("item2vec", "no-such-user", 5) == []
+    popular = fitted.top("popularity", "no-such-user", 5)
+    assert [s for _, s in popular] == sorted(fitted.popularity, reverse=True)[:5]
+
+
+def test_collaborative_filtering_finds_more_than_popularity(shop, split) -> None:
+    """On the week after the cut, the carted or bought items of each user: ALS alone and the
+    union of all three recall more than the most popular items."""
+    cut, end, fitted = split
+    truth = future_items(shop.events, cut, end)
+    assert len(truth) > 20
+    popular = recall(fitted, truth, 20, ["popularity"])
+    assert recall(fitted, truth, 20, ["als"]) > popular + 0.1
+    assert recall(fitted, truth, 20, GENERATORS) > popular
