@@ -16,7 +16,7 @@ LAYERS = [
     ("persona.jobs",),
     ("serving",),
     ("training",),
-    ("persona.featurestore", "persona.profiling"),
+    ("persona.featurestore", "persona.profiling", "persona.recommend"),
     ("feature_repo", "persona.data", "persona.synthetic_shop", "persona.synthetic_cohort"),
     ("expectations",),
     ("persona.core", "persona"),
