@@ -352,6 +352,41 @@ def _train_retrieval(settings: Settings, until: pd.Timestamp | None, as_json: bo
 
 @app.command()
 @one_line_errors
+def recommend(
+    as_of: Annotated[str, typer.Option("--as-of", help=f"The lists as of {DATE}.")],
+    out: Annotated[Path, typer.Option(help="Parquet file for the lists.")],
+    k: Annotated[int, typer.Option("--k", min=1, max=100, help="Items per user.")] = 10,
+    users: Annotated[Path | None, typer.Option(
+        help="A CSV or Parquet file with a user_id column (default: every user active at "
+             "DATE).")] = None,
+    model: Annotated[str | None, typer.Option(
+        help="Conversion model version to rank with (default: this home's latest).")] = None,
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Top-k recommendations per user as of a date: candidates, conversion scores, rules."""
+    from persona.core.dates import parse_as_of
+
+    when = parse_as_of(as_of)
+    from persona.jobs.progress import bar
+    from persona.jobs.recommend import recommend as run
+
+    wanted = None
+    if users is not None:
+        frame = (pd.read_parquet(users, columns=["user_id"]) if users.suffix == ".parquet"
+                 else pd.read_csv(users, usecols=["user_id"], dtype={"user_id": "string"}))
+        wanted = frame["user_id"].dropna().astype(str).drop_duplicates().tolist()
+    with bar("recommend") as on_progress:
+        result = run(_settings(home), when, k, out, users=wanted, model_tag=model,
+                     on_progress=on_progress)
+    _emit(as_json, {"rows": result.rows, "users": result.users, "model": result.model_tag,
+                    "generators": list(result.generators), "path": str(result.path)},
+          f"{result.rows:,} recommendations for {result.users:,} users by {result.model_tag} "
+          f"({', '.join(result.generators)}) -> {result.path}")
+
+
+@app.command()
+@one_line_errors
 def score(
     task: Annotated[Task, typer.Option(
         "--task", help="propensity (users) or conversion (user-item pairs).")],
