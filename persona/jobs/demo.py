@@ -1,7 +1,9 @@
 """`persona demo`: the main job end to end on embedded defaults (or Redis when configured).
 
-Generate a small shop, ingest and validate it, train, materialize, start the BentoML service,
-send real HTTP requests and print ranked items beside the model's metrics and baselines.
+Generate a small shop, ingest and validate it, train the conversion model and the candidate
+generators, recommend from the whole catalogue for three shoppers, materialize, start the
+BentoML service, send real HTTP requests and print ranked items and recommendations beside the
+model's metrics and baselines.
 """
 
 from __future__ import annotations
@@ -58,7 +60,9 @@ def _fmt(value) -> str:
 def run(settings: Settings, port: int = 3000, shop_size: dict | None = None) -> None:
     """Every stage for real; raises on the first failure. `shop_size` overrides SHOP's
     n_users, n_items and days."""
+    from persona.jobs.recommend import recommend
     from serving.run import start_server
+    from training.candidate_training import train_retrieval
     from training.pipeline import train
 
     raw_dir = settings.home / "raw"
@@ -74,10 +78,16 @@ def run(settings: Settings, port: int = 3000, shop_size: dict | None = None) -> 
         # v2: lifetime priors, exact recency, the user x item history and categories
         result = train(settings, features=CONVERSION_V2_SERVICE,
                        on_step=lambda s: on_step(f"train: {s}"))
+        on_step("training the candidate generators")
+        train_retrieval(settings)
+        users = shop.events["user_id"].value_counts().index[:3].tolist()
+        on_step("recommending from the whole catalogue")
+        lists = pd.read_parquet(recommend(
+            settings, shop.events["event_timestamp"].max(), 5,
+            settings.home / "recommendations.parquet", users=users).path)
         on_step("materializing into the online store")
         materialize(settings)
         on_step("starting the BentoML service")
-        users = shop.events["user_id"].value_counts().index[:3].tolist()
         responses = []
         with start_server(settings, port=port, model_tag=result.tag):
             on_step("sending requests")
@@ -98,5 +108,12 @@ def run(settings: Settings, port: int = 3000, shop_size: dict | None = None) -> 
             table.add_row(str(rank), item["item_id"], f"{item['probability']:.4f}",
                           _reason(item["reasons"][0]))
         console.print(table)
+    table = Table(title="Recommendations from the whole catalogue (persona recommend)")
+    for column in ("user", "rank", "item", "purchase probability", "proposed by"):
+        table.add_column(column, justify="right" if column in ("rank", "purchase probability")
+                         else "left")
+    for row in lists.itertuples():
+        table.add_row(row.user_id, str(row.rank), row.item_id, f"{row.score:.4f}", row.source)
+    console.print(table)
     console.print(_metrics_table(result.metrics))
     console.print(f"report: {Path(result.report_path)}")
