@@ -1,11 +1,12 @@
 """`persona recommend --as-of DATE`: top-k lists for every user active at DATE (or those of a
 file), point in time, for campaigns.
 
-Per chunk of users: the candidate generators fitted on the log up to DATE (`training.candidates`,
-the generators the latest retrieval model kept) propose CANDIDATES items per user; this home's
-conversion model scores each (user, item) with the features known at DATE (Feast's
-point-in-time join, as `persona score` does); the business rules (`persona.recommend.rules`)
-then keep the best k. Written to Parquet chunk by chunk, so memory is bounded by a chunk.
+The candidate generators fitted on the log up to DATE (`training.candidates`, the generators the
+latest retrieval model kept) propose CANDIDATES items per user; a ranker trained on the weeks
+before DATE (`training.recommend_ranker`) orders them; this home's conversion model gives each
+(user, item) its purchase probability with the features known at DATE (Feast's point-in-time
+join, as `persona score` does); the business rules (`persona.recommend.rules`) then keep the
+best k. Written to Parquet chunk by chunk of users, so memory is bounded by a chunk.
 """
 
 from __future__ import annotations
@@ -27,14 +28,15 @@ from persona.data.raw import read_ingested
 from persona.featurestore.config import feature_store
 from persona.recommend.rules import RuleBook
 from training.candidate_training import CANDIDATES, MODEL_NAME
-from training.candidates import GENERATORS, fit, union
+from training.candidates import GENERATORS, fit
 from training.model_store import get_model
+from training.recommend_ranker import candidate_frame, fit_ranker, rank_scores
 from training.retrieval import CONVERSION_ROWS
 from training.score import AS_OF, TIME, active_users, output_schema, score_chunk
 
 USERS_PER_CHUNK = 250
 SCHEMA = pa.schema([("user_id", pa.string()), ("rank", pa.int32()), ("item_id", pa.string()),
-                    ("score", pa.float64()), ("source", pa.string()),
+                    ("score", pa.float64()), ("relevance", pa.float64()), ("source", pa.string()),
                     ("retrieval_score", pa.float64()), (AS_OF, pa.timestamp("us", tz="UTC")),
                     ("model_tag", pa.string())])
 Progress = Callable[[int, int | None], None]
@@ -53,9 +55,10 @@ def recommend(settings: Settings, as_of: pd.Timestamp, k: int, out: Path,
               users: list[str] | None = None, rules: RuleBook | None = None,
               model_tag: str | None = None,
               on_progress: Progress = lambda done, total: None) -> RecommendResult:
-    """Write `user_id, rank, item_id, score, source, retrieval_score, as_of, model_tag` for
-    each user (default: every user active at or before `as_of`), at most `k` rows each, ranked
-    by this home's latest conversion model (or `model_tag`)."""
+    """Write `user_id, rank, item_id, score, relevance, source, retrieval_score, as_of,
+    model_tag` for each user (default: every user active at or before `as_of`), at most `k`
+    rows each, in the ranker's order (`relevance`), with the purchase probability (`score`) of
+    this home's latest conversion model (or `model_tag`)."""
     if not 1 <= k <= 100:
         raise ValueError(f"--k {k}: expected 1 to 100")
     manifest = current_manifest(settings.offline_root)
@@ -69,6 +72,7 @@ def recommend(settings: Settings, as_of: pd.Timestamp, k: int, out: Path,
     model = get_model(model_tag, "conversion", home_of(settings))
     kept = _kept_generators(settings)
     generators = fit(events, raw.items["item_id"], as_of)
+    ranker = fit_ranker(events, raw.items["item_id"], as_of, CANDIDATES, kept)
     items = raw.items.drop_duplicates("item_id").set_index("item_id")[["category", "brand"]]
     info = items.to_dict("index")
     bought = (events[events["event_type"] == "purchase"].groupby("user_id")["item_id"]
@@ -84,8 +88,8 @@ def recommend(settings: Settings, as_of: pd.Timestamp, k: int, out: Path,
         with pq.ParquetWriter(partial, SCHEMA) as writer:
             for start in range(0, len(wanted), USERS_PER_CHUNK):
                 part = wanted[start:start + USERS_PER_CHUNK]
-                table = _chunk(part, generators, kept, as_of, store, model, info, bought, rules,
-                               k, schema)
+                table = _chunk(part, generators, ranker, kept, as_of, events, store, model,
+                               info, bought, rules, k, schema)
                 writer.write_table(table)
                 rows, done = rows + table.num_rows, done + len(part)
                 on_progress(done, len(wanted))
@@ -96,29 +100,24 @@ def recommend(settings: Settings, as_of: pd.Timestamp, k: int, out: Path,
     return RecommendResult(out, len(wanted), rows, model.tag, kept)
 
 
-def _chunk(users, generators, kept, as_of, store, model, info, bought, rules: RuleBook, k: int,
-           schema) -> pa.Table:
-    """One chunk of users: candidates, their conversion scores as of `as_of`, the rules."""
-    proposed = []
-    for user in users:
-        lists = {name: generators.top(name, str(user), CANDIDATES) for name in kept}
-        if not any(lists.values()):  # a user the kept generators do not know
-            lists = {"popularity": generators.top("popularity", str(user), CANDIDATES)}
-        proposed += [{"user_id": str(user), **c} for c in union(lists, CANDIDATES)]
-    candidates = pd.DataFrame(proposed, columns=["user_id", "item_id", "source", "score",
-                                                 "rank"])
-    candidates = candidates.rename(columns={"score": "retrieval_score"})
+def _chunk(users, generators, ranker, kept, as_of, events, store, model, info, bought,
+           rules: RuleBook, k: int, schema) -> pa.Table:
+    """One chunk of users: candidates, the ranker's order, their conversion scores as of
+    `as_of`, the rules."""
+    candidates = candidate_frame(generators, events, users, CANDIDATES, kept)
+    candidates["relevance"] = rank_scores(ranker, candidates)
     pairs = candidates[["user_id", "item_id"]].assign(
         **{TIME: pd.Series([as_of] * len(candidates), dtype="datetime64[ns, UTC]")})
     scored = score_chunk(store, pairs, model, CONVERSION_ROWS, _catalog(info), schema)
     candidates["score"] = scored.column("score").to_numpy()
     out = []
     for user, group in candidates.groupby("user_id", sort=False):
-        ranked = group.sort_values("score", ascending=False, kind="stable").to_dict("records")
+        ranked = group.sort_values("relevance", ascending=False,
+                                   kind="stable").to_dict("records")
         out += [{**c, "rank": rank} for rank, c in enumerate(
             rules.apply(ranked, k, info, bought=bought.get(user, ())), start=1)]
-    frame = pd.DataFrame(out, columns=["user_id", "rank", "item_id", "score", "source",
-                                       "retrieval_score"])
+    frame = pd.DataFrame(out, columns=["user_id", "rank", "item_id", "score", "relevance",
+                                       "source", "retrieval_score"])
     frame[AS_OF] = pd.Series([as_of] * len(frame), dtype="datetime64[us, UTC]")
     frame["model_tag"] = model.tag
     return pa.Table.from_pandas(frame, schema=SCHEMA, preserve_index=False)

@@ -49,7 +49,7 @@ def test_lists_follow_the_rules(home, as_of: pd.Timestamp, small_shop: Shop,
     assert (lists.groupby("user_id")["rank"].agg(list)
             .map(lambda r: r == list(range(1, len(r) + 1)))).all()
     assert lists.groupby("user_id").size().max() == K
-    assert (lists.groupby("user_id")["score"].diff().dropna() <= 0).all()
+    assert (lists.groupby("user_id")["relevance"].diff().dropna() <= 0).all()
     assert set(lists["source"]) <= set(GENERATORS) and (lists["as_of"] == as_of).all()
     items = small_shop.items.set_index("item_id")
     lists = lists.join(items[["category", "brand"]], on="item_id")

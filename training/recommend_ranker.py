@@ -1,0 +1,89 @@
+"""The ranker of recommendation lists: XGBoost `rank:ndcg`, one query group per (user, period),
+over the candidates retrieval proposes, trained on what it will see in production.
+
+Rows are (user, candidate, t): the candidates of generators fitted on the log up to t only, the
+label whether the user carted or bought the item in (t, t + HORIZON]. Training uses PERIODS
+weekly cuts t before `until`, so every label ends at or before `until` and no future reaches a
+candidate or a feature. `candidate_frame` builds the rows for training and for the lists alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+
+import numpy as np
+import pandas as pd
+import xgboost as xgb
+
+from training.candidates import GENERATORS, Generators, fit, future_items, union
+
+HORIZON = timedelta(days=7)
+PERIODS = 3
+ROUNDS = 200
+PARAMS = {"objective": "rank:ndcg", "eta": 0.1, "max_depth": 4, "eval_metric": "ndcg@10",
+          "nthread": 1, "seed": 0}
+FEATURES = [*(f"{g}_{what}" for g in GENERATORS for what in ("score", "rank")),
+            "bought_before", "interactions_before"]
+
+
+def candidate_frame(generators: Generators, events: pd.DataFrame, users: Sequence[str],
+                    size: int, kept: Sequence[str] = GENERATORS) -> pd.DataFrame:
+    """user_id, item_id, source, retrieval_score and FEATURES for every candidate of `users`
+    (the union of the kept generators' lists; popularity's for a user they do not know), with
+    the history of the log up to the generators' date."""
+    seen = events[events["event_timestamp"] <= generators.until]
+    rows = []
+    for user in users:
+        lists = {name: generators.top(name, str(user), size) for name in GENERATORS}
+        chosen = {name: lists[name] for name in kept}
+        if not any(chosen.values()):
+            chosen = {"popularity": lists["popularity"]}
+        features: dict[str, dict] = {}
+        for name, ranked in lists.items():
+            for rank, (item, score) in enumerate(ranked, start=1):
+                features.setdefault(item, {})[f"{name}_score"] = score
+                features[item][f"{name}_rank"] = rank
+        rows += [{"user_id": str(user), "item_id": c["item_id"], "source": c["source"],
+                  "retrieval_score": c["score"], **features[c["item_id"]]}
+                 for c in union(chosen, size)]
+    frame = pd.DataFrame(rows, columns=["user_id", "item_id", "source", "retrieval_score",
+                                        *FEATURES[:-2]])
+    pairs = pd.MultiIndex.from_frame(frame[["user_id", "item_id"]])
+    bought = seen[seen["event_type"] == "purchase"].groupby(["user_id", "item_id"]).size()
+    touched = seen.groupby(["user_id", "item_id"]).size()
+    frame["bought_before"] = bought.reindex(pairs).fillna(0).to_numpy()
+    frame["interactions_before"] = touched.reindex(pairs).fillna(0).to_numpy()
+    return frame
+
+
+def fit_ranker(events: pd.DataFrame, items: pd.Series, until: pd.Timestamp, size: int,
+               kept: Sequence[str] = GENERATORS) -> xgb.Booster:
+    """The ranker trained on PERIODS weekly cuts before `until` (labels end by `until`)."""
+    frames = []
+    for n in range(PERIODS, 0, -1):
+        start = until - n * HORIZON
+        truth = future_items(events, start, start + HORIZON)
+        users = sorted(events.loc[events["event_timestamp"] <= start, "user_id"].unique())
+        frame = candidate_frame(fit(events, items, start), events, users, size, kept)
+        frame["label"] = [int(i in truth.get(u, ())) for u, i in
+                          zip(frame["user_id"], frame["item_id"])]
+        frames.append(frame)
+    rows = pd.concat(frames, ignore_index=True)
+    if not rows["label"].any():
+        raise ValueError(f"no candidate was carted or bought in the {PERIODS} weeks before "
+                         f"{until.isoformat()}: nothing to train the ranker on")
+    data = xgb.DMatrix(rows[FEATURES], label=rows["label"])
+    data.set_group(_groups(rows["user_id"]))
+    return xgb.train(PARAMS, data, ROUNDS)
+
+
+def rank_scores(ranker: xgb.Booster, frame: pd.DataFrame) -> np.ndarray:
+    """The ranker's relevance per candidate row (higher first within a user)."""
+    return ranker.inplace_predict(frame[FEATURES].to_numpy(np.float64))
+
+
+def _groups(users: pd.Series) -> np.ndarray:
+    """Sizes of the runs of one user: a query group per (user, period), rows kept together."""
+    run = (users != users.shift()).cumsum()
+    return run.groupby(run, sort=False).size().to_numpy()
