@@ -109,11 +109,12 @@ def run(settings: Settings, port: int = 3000, shop_size: dict | None = None) -> 
                           _reason(item["reasons"][0]))
         console.print(table)
     table = Table(title="Recommendations from the whole catalogue (persona recommend)")
-    for column in ("user", "rank", "item", "purchase probability", "proposed by"):
-        table.add_column(column, justify="right" if column in ("rank", "purchase probability")
-                         else "left")
+    numbers = ("rank", "relevance", "purchase probability")
+    for column in ("user", "rank", "item", "relevance", "purchase probability", "proposed by"):
+        table.add_column(column, justify="right" if column in numbers else "left")
     for row in lists.itertuples():
-        table.add_row(row.user_id, str(row.rank), row.item_id, f"{row.score:.4f}", row.source)
+        table.add_row(row.user_id, str(row.rank), row.item_id, f"{row.relevance:.2f}",
+                      f"{row.score:.4f}", row.source)
     console.print(table)
     console.print(_metrics_table(result.metrics))
     console.print(f"report: {Path(result.report_path)}")
