@@ -38,10 +38,17 @@ def home(tmp_path_factory: pytest.TempPathFactory, small_shop: Shop,
     return settings, train(settings).tag
 
 
-def test_lists_follow_the_rules(home, as_of: pd.Timestamp, small_shop: Shop,
-                                tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def listed(home, as_of: pd.Timestamp, tmp_path_factory: pytest.TempPathFactory):
+    """The lists of every active user, with RULES, from the full home."""
+    settings, _ = home
+    return recommend(settings, as_of, K, tmp_path_factory.mktemp("lists") / "recs.parquet",
+                     rules=RULES)
+
+
+def test_lists_follow_the_rules(home, listed, as_of: pd.Timestamp, small_shop: Shop) -> None:
     settings, tag = home
-    result = recommend(settings, as_of, K, tmp_path / "recs.parquet", rules=RULES)
+    result = listed
     lists = pd.read_parquet(result.path)
     assert result.model_tag == tag and set(lists["model_tag"]) == {tag}
     active = small_shop.events.loc[small_shop.events["event_timestamp"] <= as_of, "user_id"]
@@ -61,15 +68,15 @@ def test_lists_follow_the_rules(home, as_of: pd.Timestamp, small_shop: Shop,
     assert (again["category"] == "grocery").all()  # bought items come back only if they repeat
 
 
-def test_no_event_after_the_date_changes_a_list(home, as_of: pd.Timestamp, small_shop: Shop,
-                                               tmp_path: Path) -> None:
+def test_no_event_after_the_date_changes_a_list(home, listed, as_of: pd.Timestamp,
+                                               small_shop: Shop, tmp_path: Path) -> None:
     """A home ingested from the log cut at DATE gives the same lists, with the same model."""
-    settings, tag = home
+    _, tag = home
     past = Shop(small_shop.events[small_shop.events["event_timestamp"] <= as_of],
                 small_shop.users, small_shop.items)
     cut_home = ingested_home(tmp_path / "cut", past)
-    full = pd.read_parquet(recommend(settings, as_of, K, tmp_path / "a.parquet").path)
-    cut = pd.read_parquet(recommend(cut_home, as_of, K, tmp_path / "b.parquet",
+    full = pd.read_parquet(listed.path)
+    cut = pd.read_parquet(recommend(cut_home, as_of, K, tmp_path / "b.parquet", rules=RULES,
                                     model_tag=tag).path)
     pd.testing.assert_frame_equal(full.drop(columns="score"), cut.drop(columns="score"))
     pd.testing.assert_series_equal(full["score"], cut["score"], rtol=1e-9)
