@@ -18,14 +18,14 @@ from persona.data.locking import exclusive
 from persona.data.raw import PLAIN_READ, ReadOptions, read_raw
 from persona.data.snapshots import compute_features
 from persona.featurestore.registry import apply_definitions
+from persona.jobs.progress import Count
 
 Step = Callable[[str], None]
-Progress = Callable[[int, int | None], None]  # (done, total) of the current step
 
 
 def ingest(settings: Settings, raw_dir: Path, on_step: Step = lambda _: None,
            lock_wait: float = 120.0, options: ReadOptions = PLAIN_READ,
-           on_progress: Progress = lambda done, total: None) -> dict:
+           on_progress: Count = lambda done, total: None) -> dict:
     """Validate, compute, publish and register; returns the published version's manifest.
     A second writer on the same home waits up to `lock_wait` seconds, then fails clearly.
     `options` (timestamp layout, dedupe) are recorded, so training re-reads the log alike.

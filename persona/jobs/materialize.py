@@ -31,6 +31,7 @@ from persona.data import offline, quality
 from persona.data.locking import exclusive
 from persona.featurestore import online_state, redis_layout
 from persona.featurestore.config import feature_store, staged_registry
+from persona.jobs.progress import Count
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,6 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 TIMESTAMP = "event_timestamp"
 
 Step = Callable[[str], None]
-Progress = Callable[[int, int | None], None]  # (done, total) of the current step
 
 
 class NothingToMaterialize(RuntimeError):
@@ -48,7 +48,7 @@ class NothingToMaterialize(RuntimeError):
 def materialize(settings: Settings, end: datetime | None = None, full: bool = False,
                 views: Sequence[str] | None = None, bulk: bool = True,
                 on_step: Step = lambda _: None,
-                on_progress: Progress = lambda done, total: None) -> dict[str, int]:
+                on_progress: Count = lambda done, total: None) -> dict[str, int]:
     """Incremental: each view (default: all) from where its last materialization into this
     online store ended (or from the start of its TTL window) up to `end` (default: just after
     the last snapshot). `full` reloads the whole TTL window. `bulk=False` loads Redis through

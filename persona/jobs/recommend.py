@@ -12,7 +12,6 @@ best k. Written to Parquet chunk by chunk of users, so memory is bounded by a ch
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from persona.core.settings import Settings
 from persona.data.offline import current_manifest, home_of
 from persona.data.raw import read_ingested
 from persona.featurestore.config import feature_store
+from persona.jobs.progress import Count
 from persona.recommend.rules import RuleBook
 from training.candidate_training import CANDIDATES, MODEL_NAME
 from training.candidates import GENERATORS, fit
@@ -39,7 +39,6 @@ SCHEMA = pa.schema([("user_id", pa.string()), ("rank", pa.int32()), ("item_id", 
                     ("score", pa.float64()), ("relevance", pa.float64()), ("source", pa.string()),
                     ("retrieval_score", pa.float64()), (AS_OF, pa.timestamp("us", tz="UTC")),
                     ("model_tag", pa.string())])
-Progress = Callable[[int, int | None], None]
 
 
 @dataclass(frozen=True)
@@ -54,7 +53,7 @@ class RecommendResult:
 def recommend(settings: Settings, as_of: pd.Timestamp, k: int, out: Path,
               users: list[str] | None = None, rules: RuleBook | None = None,
               model_tag: str | None = None,
-              on_progress: Progress = lambda done, total: None) -> RecommendResult:
+              on_progress: Count = lambda done, total: None) -> RecommendResult:
     """Write `user_id, rank, item_id, score, relevance, source, retrieval_score, as_of,
     model_tag` for each user (default: every user active at or before `as_of`), at most `k`
     rows each, in the ranker's order (`relevance`), with the purchase probability (`score`) of

@@ -17,6 +17,7 @@ import pandas as pd
 from persona.core.catalog import PROFILE_SERVICE, WrongHomeError
 from persona.core.settings import Settings
 from persona.featurestore.config import feature_store
+from persona.jobs.progress import Count
 from persona.profiling.tags import TagBook
 from training.model_store import ModelNotFoundError
 from training.score import active_users, raw_events, score
@@ -24,7 +25,6 @@ from training.score import active_users, raw_events, score
 log = logging.getLogger(__name__)
 
 Step = Callable[[str], None]
-Progress = Callable[[int, int | None], None]  # (done, total) of the current step
 
 
 def profile_features(settings: Settings, users: pd.Series, as_of: pd.Timestamp) -> pd.DataFrame:
@@ -38,7 +38,7 @@ def profile_features(settings: Settings, users: pd.Series, as_of: pd.Timestamp) 
 
 
 def propensity_scores(settings: Settings, as_of: pd.Timestamp,
-                      on_progress: Progress = lambda done, total: None) -> pd.DataFrame | None:
+                      on_progress: Count = lambda done, total: None) -> pd.DataFrame | None:
     """Propensity of every active user as of `as_of`, or None when no propensity model was
     trained on this home (another home's model is not used: it learnt another shop).
     `on_progress(done, total)` counts the users scored."""
@@ -57,7 +57,7 @@ def propensity_scores(settings: Settings, as_of: pd.Timestamp,
 
 def segment_users(settings: Settings, as_of: pd.Timestamp, book: TagBook | None = None,
                   on_step: Step = lambda _: None,
-                  on_progress: Progress = lambda done, total: None) -> pd.DataFrame:
+                  on_progress: Count = lambda done, total: None) -> pd.DataFrame:
     """One row per user active at or before `as_of`: propensity, churn_risk, tags, segment.
     `on_step` names each stage; `on_progress` counts the users scored."""
     book = book or TagBook.load()
