@@ -10,6 +10,7 @@ candidate or a feature. `candidate_frame` builds the rows for training and for t
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 
 import numpy as np
@@ -27,12 +28,29 @@ FEATURES = [*(f"{g}_{what}" for g in GENERATORS for what in ("score", "rank")),
             "bought_before", "interactions_before"]
 
 
-def candidate_frame(generators: Generators, events: pd.DataFrame, users: Sequence[str],
+@dataclass(frozen=True)
+class History:
+    """Per (user, item), from the log up to a date: purchases and interactions of any kind."""
+
+    bought: pd.Series
+    touched: pd.Series
+
+    @classmethod
+    def of(cls, events: pd.DataFrame, until: pd.Timestamp) -> History:
+        seen = events[events["event_timestamp"] <= until]
+        return cls(seen[seen["event_type"] == "purchase"].groupby(["user_id", "item_id"]).size(),
+                   seen.groupby(["user_id", "item_id"]).size())
+
+    def bought_items(self) -> dict[str, set[str]]:
+        """user_id -> the items they bought."""
+        return self.bought.reset_index().groupby("user_id")["item_id"].agg(set).to_dict()
+
+
+def candidate_frame(generators: Generators, history: History, users: Sequence[str],
                     size: int, kept: Sequence[str] = GENERATORS) -> pd.DataFrame:
     """user_id, item_id, source, retrieval_score and FEATURES for every candidate of `users`
     (the union of the kept generators' lists; popularity's for a user they do not know), with
-    the history of the log up to the generators' date."""
-    seen = events[events["event_timestamp"] <= generators.until]
+    their `history` (of the log up to the generators' date)."""
     rows = []
     for user in users:
         lists = {name: generators.top(name, str(user), size) for name in GENERATORS}
@@ -50,10 +68,8 @@ def candidate_frame(generators: Generators, events: pd.DataFrame, users: Sequenc
     frame = pd.DataFrame(rows, columns=["user_id", "item_id", "source", "retrieval_score",
                                         *FEATURES[:-2]])
     pairs = pd.MultiIndex.from_frame(frame[["user_id", "item_id"]])
-    bought = seen[seen["event_type"] == "purchase"].groupby(["user_id", "item_id"]).size()
-    touched = seen.groupby(["user_id", "item_id"]).size()
-    frame["bought_before"] = bought.reindex(pairs).fillna(0).to_numpy()
-    frame["interactions_before"] = touched.reindex(pairs).fillna(0).to_numpy()
+    frame["bought_before"] = history.bought.reindex(pairs).fillna(0).to_numpy()
+    frame["interactions_before"] = history.touched.reindex(pairs).fillna(0).to_numpy()
     return frame
 
 
@@ -65,7 +81,8 @@ def fit_ranker(events: pd.DataFrame, items: pd.Series, until: pd.Timestamp, size
         start = until - n * HORIZON
         truth = future_items(events, start, start + HORIZON)
         users = sorted(events.loc[events["event_timestamp"] <= start, "user_id"].unique())
-        frame = candidate_frame(fit(events, items, start), events, users, size, kept)
+        frame = candidate_frame(fit(events, items, start), History.of(events, start), users,
+                                size, kept)
         frame["label"] = [int(i in truth.get(u, ())) for u, i in
                           zip(frame["user_id"], frame["item_id"])]
         frames.append(frame)

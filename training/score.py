@@ -188,7 +188,7 @@ def active_user_source(settings: Settings, as_of: pd.Timestamp,
     return Source(_user_chunks(users, as_of, size), len(users), AS_OF)
 
 
-def _categories(settings: Settings) -> pd.Series:
+def item_categories(settings: Settings) -> pd.Series:
     """item_id -> category from the published catalogue: Feast joins the user x category
     affinity on the item's category. An unknown item gets '' (no affinity, cold item)."""
     catalog = pd.read_parquet(settings.offline_current / "item_catalog",
@@ -268,7 +268,7 @@ def score(
               else active_user_source(settings, as_of, chunk_rows))
     _warn_if_after_log(settings, as_of)
     rows = CONVERSION_ROWS if task == "conversion" else PROPENSITY_ROWS
-    categories = _categories(settings) if task == "conversion" else None
+    categories = item_categories(settings) if task == "conversion" else None
     schema = output_schema(task, source.time_column)
     return _write(Path(out), source, schema, on_progress,
                   lambda chunk, store: score_chunk(store, chunk, model, rows, categories, schema),

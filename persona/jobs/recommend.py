@@ -30,9 +30,16 @@ from persona.recommend.rules import RuleBook
 from training.candidate_training import CANDIDATES, MODEL_NAME
 from training.candidates import GENERATORS, fit
 from training.model_store import get_model
-from training.recommend_ranker import candidate_frame, fit_ranker, rank_scores
+from training.recommend_ranker import History, candidate_frame, fit_ranker, rank_scores
 from training.retrieval import CONVERSION_ROWS
-from training.score import AS_OF, TIME, active_users, output_schema, score_chunk
+from training.score import (
+    AS_OF,
+    TIME,
+    active_users,
+    item_categories,
+    output_schema,
+    score_chunk,
+)
 
 USERS_PER_CHUNK = 250
 SCHEMA = pa.schema([("user_id", pa.string()), ("rank", pa.int32()), ("item_id", pa.string()),
@@ -74,8 +81,9 @@ def recommend(settings: Settings, as_of: pd.Timestamp, k: int, out: Path,
     ranker = fit_ranker(events, raw.items["item_id"], as_of, CANDIDATES, kept)
     items = raw.items.drop_duplicates("item_id").set_index("item_id")[["category", "brand"]]
     info = items.to_dict("index")
-    bought = (events[events["event_type"] == "purchase"].groupby("user_id")["item_id"]
-              .agg(set).to_dict())
+    history = History.of(events, as_of)
+    bought = history.bought_items()
+    categories = item_categories(settings)
     rules = rules or RuleBook.load()
     store, schema = feature_store(settings), output_schema("conversion", AS_OF)
     out = Path(out)
@@ -87,8 +95,8 @@ def recommend(settings: Settings, as_of: pd.Timestamp, k: int, out: Path,
         with pq.ParquetWriter(partial, SCHEMA) as writer:
             for start in range(0, len(wanted), USERS_PER_CHUNK):
                 part = wanted[start:start + USERS_PER_CHUNK]
-                table = _chunk(part, generators, ranker, kept, as_of, events, store, model,
-                               info, bought, rules, k, schema)
+                table = _chunk(part, generators, ranker, kept, as_of, history, store, model,
+                               categories, info, bought, rules, k, schema)
                 writer.write_table(table)
                 rows, done = rows + table.num_rows, done + len(part)
                 on_progress(done, len(wanted))
@@ -99,15 +107,15 @@ def recommend(settings: Settings, as_of: pd.Timestamp, k: int, out: Path,
     return RecommendResult(out, len(wanted), rows, model.tag, kept)
 
 
-def _chunk(users, generators, ranker, kept, as_of, events, store, model, info, bought,
-           rules: RuleBook, k: int, schema) -> pa.Table:
+def _chunk(users, generators, ranker, kept, as_of, history, store, model, categories, info,
+           bought, rules: RuleBook, k: int, schema) -> pa.Table:
     """One chunk of users: candidates, the ranker's order, their conversion scores as of
     `as_of`, the rules."""
-    candidates = candidate_frame(generators, events, users, CANDIDATES, kept)
+    candidates = candidate_frame(generators, history, users, CANDIDATES, kept)
     candidates["relevance"] = rank_scores(ranker, candidates)
     pairs = candidates[["user_id", "item_id"]].assign(
         **{TIME: pd.Series([as_of] * len(candidates), dtype="datetime64[ns, UTC]")})
-    scored = score_chunk(store, pairs, model, CONVERSION_ROWS, _catalog(info), schema)
+    scored = score_chunk(store, pairs, model, CONVERSION_ROWS, categories, schema)
     candidates["score"] = scored.column("score").to_numpy()
     out = []
     for user, group in candidates.groupby("user_id", sort=False):
@@ -120,11 +128,6 @@ def _chunk(users, generators, ranker, kept, as_of, events, store, model, info, b
     frame[AS_OF] = pd.Series([as_of] * len(frame), dtype="datetime64[us, UTC]")
     frame["model_tag"] = model.tag
     return pa.Table.from_pandas(frame, schema=SCHEMA, preserve_index=False)
-
-
-def _catalog(info: dict) -> pd.Series:
-    """item_id -> category, which Feast joins the user x category affinity on."""
-    return pd.Series({item: row["category"] for item, row in info.items()}, dtype=object)
 
 
 def _kept_generators(settings: Settings) -> tuple[str, ...]:

@@ -12,6 +12,7 @@ from persona.synthetic_shop import generate_shop
 from training.candidates import fit, future_items
 from training.recommend_ranker import (
     FEATURES,
+    History,
     _groups,
     candidate_frame,
     fit_ranker,
@@ -32,9 +33,11 @@ def test_rows_hold_only_the_past(shop) -> None:
     events = shop.events
     cut = events["event_timestamp"].max() - pd.Timedelta(days=10)
     users = sorted(events.loc[events["event_timestamp"] <= cut, "user_id"].unique())[:40]
-    frame = candidate_frame(fit(events, shop.items["item_id"], cut), events, users, 50)
-    past = candidate_frame(fit(events[events["event_timestamp"] <= cut], shop.items["item_id"],
-                               cut), events[events["event_timestamp"] <= cut], users, 50)
+    frame = candidate_frame(fit(events, shop.items["item_id"], cut), History.of(events, cut),
+                            users, 50)
+    before = events[events["event_timestamp"] <= cut]
+    past = candidate_frame(fit(before, shop.items["item_id"], cut), History.of(before, cut),
+                           users, 50)
     pd.testing.assert_frame_equal(frame[["user_id", "item_id", *FEATURES[:-2]]],
                                   past[["user_id", "item_id", *FEATURES[:-2]]])
     np.testing.assert_array_equal(frame["interactions_before"], past["interactions_before"])
@@ -48,7 +51,8 @@ def test_the_ranker_finds_more_than_popularity(shop) -> None:
     known = events[events["event_timestamp"] <= cut]
     ranker = fit_ranker(known, shop.items["item_id"], cut, 50)
     truth = future_items(events, cut, end)
-    frame = candidate_frame(fit(known, shop.items["item_id"], cut), known, sorted(truth), 50)
+    frame = candidate_frame(fit(known, shop.items["item_id"], cut), History.of(known, cut),
+                            sorted(truth), 50)
     frame["relevance"] = rank_scores(ranker, frame)
     top = (frame.sort_values(["user_id", "relevance"], ascending=[True, False])
            .groupby("user_id").head(10).groupby("user_id")["item_id"].agg(set))
