@@ -24,11 +24,12 @@ from expectations.common import (
     timestamps,
     unique,
 )
-from persona.core.schema import FEATURE_TABLES, TIMESTAMP, Column, Kind
+from persona.core.schema import ALL_TABLES, TIMESTAMP, Column, Kind
 
 
 def column_expectations(col: Column) -> list[gxe.Expectation]:
-    """The expectations a column's kind stands for (value checks skip nulls)."""
+    """The expectations a column's kind stands for (value checks skip nulls; a list only has to
+    be present: GE 1.x has no check of a list's elements)."""
     column = col.name
     out = [] if col.nullable else not_null([column])
     if col.kind is Kind.STRING:
@@ -45,7 +46,7 @@ def column_expectations(col: Column) -> list[gxe.Expectation]:
 def feature_suite(view: str, now: pd.Timestamp) -> gx.ExpectationSuite:
     """The gate of one feature table: keys and timestamp present and not null, one row per
     (keys, timestamp), no timestamp after `now`, at least one row, and every column's rule."""
-    table = FEATURE_TABLES[view]
+    table = ALL_TABLES[view]
     row_key = (*table.keys, TIMESTAMP)
     expectations = [
         *exist((*row_key, *table.names)),

@@ -13,7 +13,7 @@ from datetime import timedelta
 from feast import Entity, FeatureService, FeatureView, Field, FileSource, RequestSource, ValueType
 from feast.data_format import ParquetFormat
 from feast.on_demand_feature_view import on_demand_feature_view
-from feast.types import Float64, Int64, String
+from feast.types import Array, Float64, Int64, String
 
 from feature_repo import transforms
 from persona.core.catalog import (
@@ -22,30 +22,31 @@ from persona.core.catalog import (
     PROFILE_SERVICE,
     PROPENSITY_SERVICE,
     PROPENSITY_V2_SERVICE,
+    RECOMMEND_SERVICE,
 )
-from persona.core.schema import FEATURE_TABLES, REQUEST_TIME, TIMESTAMP, Kind
+from persona.core.schema import ALL_TABLES, REQUEST_TIME, TIMESTAMP, Kind
 
 OWNER = "ml-platform@persona.dev"
 DTYPES = {Kind.STRING: String, Kind.COUNT: Int64, Kind.AMOUNT: Float64, Kind.RATE: Float64,
-          Kind.INSTANT: Float64}
+          Kind.INSTANT: Float64, Kind.TEXT_LIST: Array(String), Kind.NUMBER_LIST: Array(Float64)}
 
 
-def _source(view: str) -> FileSource:
-    """Every Parquet partition of a view published by `persona ingest`, relative to the offline
+def _source(view: str, writer: str = "persona ingest") -> FileSource:
+    """Every Parquet partition of a view published by `writer`, relative to the offline
     store's root (the home's published version)."""
     return FileSource(
         name=f"{view}_source",
         path=f"{view}/**/*.parquet",
         file_format=ParquetFormat(),
         timestamp_field=TIMESTAMP,
-        description=f"Point-in-time snapshots of {view}, written by persona ingest.",
+        description=f"Point-in-time snapshots of {view}, written by {writer}.",
     )
 
 
 def _fields(view: str) -> list[Field]:
     """The view's feature fields, in the schema's order."""
     return [Field(name=c.name, dtype=DTYPES[c.kind], description=c.description)
-            for c in FEATURE_TABLES[view].columns]
+            for c in ALL_TABLES[view].columns]
 
 
 # Shoppers, keyed by the shop's own user id (a string: leading zeros are kept).
@@ -150,6 +151,31 @@ user_item_history = _lifetime("user_item_history", [user, item],
                               "The user's own views, cart adds and purchases of an item; only "
                               "pairs with an event have rows.")
 
+
+
+def _retrieval(name: str, entities: list[Entity], description: str) -> FeatureView:
+    """A view of retrieval's lists (persona.core.schema.RETRIEVAL_TABLES), a row per entity at
+    each `persona train --task retrieval`; lists older than RETRIEVAL_TTL are served as
+    missing (a user then gets the cold-start answer)."""
+    return FeatureView(
+        name=name,
+        entities=entities,
+        ttl=RETRIEVAL_TTL,
+        schema=_fields(name),
+        source=_source(name, "persona train --task retrieval"),
+        owner=OWNER,
+        tags={"team": "recommendations", "kind": "retrieval"},
+        description=description,
+    )
+
+
+RETRIEVAL_TTL = timedelta(days=30)
+user_candidates = _retrieval("user_candidates", [user],
+                             "The user's candidate items from the whole catalogue, with each "
+                             "generator's score and rank.")
+item_neighbours = _retrieval("item_neighbours", [item],
+                             "The items nearest each item by behaviour (item2vec).")
+
 # The moment a request is about: the training row's time offline (training.retrieval adds it),
 # the request's arrival online. Recency is computed from it, the same function in both.
 request_time = RequestSource(
@@ -163,7 +189,7 @@ request_time = RequestSource(
 def _model_inputs(view: str) -> list[str]:
     """The view's model inputs in the schema's order (FeatureView.schema's order varies between
     processes): neither strings nor instants."""
-    return [c.name for c in FEATURE_TABLES[view].columns if c.kind.model_input]
+    return [c.name for c in ALL_TABLES[view].columns if c.kind.model_input]
 
 
 _NUMERIC_ACTIVITY = _model_inputs("user_activity")
@@ -274,6 +300,27 @@ propensity_v2 = FeatureService(
     description="Features of the user purchase-propensity model, version 2.",
 )
 
+# What the recommendation ranker reads beside retrieval's scores and ranks of each candidate: the
+# numbers stored per user, item, user x category and user x item (the user's own history with the
+# candidate), none computed from the request's time, so /recommend reads them in one round trip.
+recommend_v1 = FeatureService(
+    name=RECOMMEND_SERVICE,
+    features=[
+        user_activity[_NUMERIC_ACTIVITY],
+        user_lifetime[_model_inputs("user_lifetime")],
+        item_catalog[["list_price"]],
+        item_popularity,
+        item_lifetime,
+        user_category_affinity,
+        user_category_lifetime,
+        user_item_history[_model_inputs("user_item_history")],
+        user_item_context,
+    ],
+    owner=OWNER,
+    tags={"model": "recommend"},
+    description="Features of the recommendation ranker, version 1.",
+)
+
 # What the profile of a user is made of (attributes and behaviour), for profile lookups.
 user_profile_v1 = FeatureService(
     name=PROFILE_SERVICE,
@@ -285,5 +332,6 @@ user_profile_v1 = FeatureService(
 
 OBJECTS = [user, item, category, user_profile, user_activity, item_catalog, item_popularity,
            user_category_affinity, user_lifetime, item_lifetime, user_category_lifetime,
-           user_item_history, request_time, user_item_context, user_recency, user_item_recency,
-           conversion_v1, propensity_v1, conversion_v2, propensity_v2, user_profile_v1]
+           user_item_history, user_candidates, item_neighbours, request_time, user_item_context,
+           user_recency, user_item_recency, conversion_v1, propensity_v1, conversion_v2,
+           propensity_v2, recommend_v1, user_profile_v1]

@@ -336,8 +336,9 @@ def _train_retrieval(settings: Settings, until: pd.Timestamp | None, as_json: bo
     from training.candidate_training import RECALL_AT, train_retrieval
 
     with steps("train retrieval") as on_step:
-        on_step("fitting ALS, item2vec and popularity, then measuring their recall")
-        result = train_retrieval(settings, until)
+        on_step("fitting ALS, item2vec and popularity, measuring their recall, writing the "
+                "users' candidates")
+        result = train_retrieval(settings, until, on_progress=on_step.count)
     table = Table(title=f"recall on the last week ({result.users} users)", title_justify="left")
     table.add_column("generator")
     for k in RECALL_AT:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import uuid
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -19,13 +20,28 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from persona.core.schema import TIMESTAMP
 from persona.core.settings import Settings
+from persona.data import offline, quality
+from persona.data.locking import exclusive
 from persona.data.offline import current_manifest, home_of
 from persona.data.raw import read_ingested
+from persona.featurestore.registry import apply_definitions
 from training import report
-from training.candidates import GENERATORS, Generators, fit, future_items, recall
+from training.candidates import (
+    GENERATORS,
+    LIST_FEATURES,
+    Generators,
+    candidates,
+    fit,
+    future_items,
+    recall,
+)
+from training.score import Progress
 
 MODEL_NAME = "persona-retrieval"
+USERS_PER_CHUNK = 2_000  # users' candidate lists built, checked and written at a time
+NEIGHBOURS = 20  # the length of an item's neighbour list
 VALID_DAYS = 7
 RECALL_AT = (50, 100, 200)
 CANDIDATES = 200  # the size of a user's candidate list
@@ -40,8 +56,10 @@ class RetrievalResult:
     report_path: Path
 
 
-def train_retrieval(settings: Settings, until: pd.Timestamp | None = None) -> RetrievalResult:
-    """Fit, evaluate, choose, refit and save; the report goes under the home's reports."""
+def train_retrieval(settings: Settings, until: pd.Timestamp | None = None,
+                    on_progress: Progress = lambda done, total: None) -> RetrievalResult:
+    """Fit, evaluate, choose, refit, publish the lists and save; the report goes under the
+    home's reports. `on_progress` counts the users whose candidates are written."""
     manifest = current_manifest(settings.offline_root)
     if manifest is None:
         raise FileNotFoundError(f"nothing ingested under {settings.home}: run persona ingest")
@@ -59,7 +77,9 @@ def train_retrieval(settings: Settings, until: pd.Timestamp | None = None) -> Re
              for name in GENERATORS}
     kept = best_subset(held_out, truth)
     table["union"] = {k: recall(held_out, truth, k, kept) for k in RECALL_AT}
-    final = fit(events, items, until)
+    regions = raw.users.set_index("user_id")["region"] if "region" in raw.users else None
+    final = fit(events, items, until, regions=regions)
+    manifest = publish_lists(settings, final, kept, on_progress)
     metadata = {"until": until.isoformat(), "cut": cut.isoformat(), "kept": list(kept),
                 "recall": {n: {str(k): v for k, v in r.items()} for n, r in table.items()},
                 "validation_users": len(truth), "data_hash": manifest["data_hash"],
@@ -68,6 +88,65 @@ def train_retrieval(settings: Settings, until: pd.Timestamp | None = None) -> Re
     tag = save(final, metadata)
     path = _report(settings, tag, table, kept, len(truth), cut, until)
     return RetrievalResult(tag, kept, table, len(truth), path)
+
+
+def publish_lists(settings: Settings, generators: Generators, kept: Sequence[str],
+                  on_progress: Progress = lambda done, total: None) -> dict:
+    """The user_candidates and item_neighbours rows of `generators` (stamped with their date),
+    each chunk through the views' GE gate, as a new offline version; the definitions are
+    registered again (a home ingested before these views existed lacks them). Returns the
+    version's manifest."""
+    now = pd.Timestamp.now(tz="UTC")
+    run = generators.until.strftime("%Y%m%dT%H%M%S")
+    views = {"user_candidates": _checked(_candidate_rows(generators, kept, on_progress), now,
+                                         settings),
+             "item_neighbours": _checked([_neighbour_rows(generators)], now, settings)}
+    with exclusive(settings.lock_path):
+        manifest = offline.extend(settings.offline_root, views, run, {
+            "retrieval_lists_until": generators.until.isoformat()})
+        apply_definitions(settings)
+    return manifest
+
+
+def _candidate_rows(generators: Generators, kept: Sequence[str],
+                    on_progress: Progress) -> Iterator[pd.DataFrame]:
+    """user_candidates, USERS_PER_CHUNK users at a time: each list an array per row."""
+    users = [str(u) for u in generators.users]
+    on_progress(0, len(users))
+    for start in range(0, len(users), USERS_PER_CHUNK):
+        part = users[start:start + USERS_PER_CHUNK]
+        lists = candidates(generators, part, CANDIDATES, kept)
+        frame = pd.DataFrame({"user_id": part,
+                              TIMESTAMP: pd.Series([generators.until] * len(part),
+                                                   dtype="datetime64[us, UTC]")})
+        frame["candidate_items"] = [np.array([c["item_id"] for c in x], dtype=object)
+                                    for x in lists]
+        frame["candidate_sources"] = [np.array([c["source"] for c in x], dtype=object)
+                                      for x in lists]
+        frame["candidate_scores"] = [np.array([c["score"] for c in x]) for x in lists]
+        for column, key in LIST_FEATURES.items():
+            frame[column] = [np.array([c[key] for c in x]) for x in lists]
+        yield frame
+        on_progress(start + len(part), len(users))
+
+
+def _neighbour_rows(generators: Generators) -> pd.DataFrame:
+    items, lists = generators.neighbours(NEIGHBOURS)
+    return pd.DataFrame({
+        "item_id": items.astype(str),
+        TIMESTAMP: pd.Series([generators.until] * len(items), dtype="datetime64[us, UTC]"),
+        "neighbour_items": [np.array([i for i, _ in x], dtype=object) for x in lists],
+        "neighbour_scores": [np.array([s for _, s in x]) for x in lists]})
+
+
+def _checked(chunks: Iterable[pd.DataFrame], now: pd.Timestamp,
+             settings: Settings) -> Iterator[pd.DataFrame]:
+    """Each chunk after its view's GE gate passed (DataQualityError otherwise, before the new
+    version is made current)."""
+    for chunk in chunks:
+        view = "user_candidates" if "user_id" in chunk else "item_neighbours"
+        quality.check_features({view: chunk}, now, settings.docs_dir)
+        yield chunk
 
 
 def best_subset(generators: Generators, truth: dict[str, set[str]]) -> tuple[str, ...]:

@@ -22,6 +22,8 @@ import pandas as pd
 from scipy import sparse
 from threadpoolctl import threadpool_limits
 
+from persona.core.schema import CANDIDATE_GENERATORS
+
 # Declared weights of the interaction kinds in the user x item matrix.
 WEIGHTS: Mapping[str, float] = {"view": 1.0, "cart": 3.0, "purchase": 5.0}
 FACTORS = 64
@@ -33,7 +35,10 @@ EPOCHS = 10
 RECENT_ITEMS = 20  # the items a user's item2vec vector is the mean of
 RECENCY_HALF_LIFE = 5.0  # in items: the latest weighs 1, the fifth before it 1/2
 POPULAR_DAYS = 30
-GENERATORS = ("als", "item2vec", "popularity")
+GENERATORS = CANDIDATE_GENERATORS
+# user_candidates' per-generator lists (persona.core.schema) -> a candidate's own field
+LIST_FEATURES = {f"{g}_{what}s": f"{g}_{what}" for g in GENERATORS for what in ("score", "rank")}
+USERS_PER_BLOCK = 256  # users scored in one matrix product (bounds memory on big catalogues)
 
 
 @dataclass
@@ -48,6 +53,8 @@ class Generators:
     user_vectors: np.ndarray  # unit length; zero for a user without items
     popularity: np.ndarray  # per item, weighted interactions over the last POPULAR_DAYS
     until: pd.Timestamp
+    regions: np.ndarray  # region names, the rows of `region_popularity`
+    region_popularity: np.ndarray  # regions x items, popularity among the region's users
     index: dict[str, int] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -59,37 +66,60 @@ class Generators:
                 "user_factors": self.user_factors, "item_factors": self.item_factors,
                 "item_vectors": self.item_vectors, "user_vectors": self.user_vectors,
                 "popularity": self.popularity,
-                "until": np.array([self.until.value], dtype=np.int64)}
+                "until": np.array([self.until.value], dtype=np.int64),
+                "regions": self.regions.astype(str), "region_popularity": self.region_popularity}
 
     @classmethod
     def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> Generators:
         until = pd.Timestamp(int(arrays["until"][0]), tz="UTC")
         return cls(arrays["users"], arrays["items"], arrays["user_factors"],
                    arrays["item_factors"], arrays["item_vectors"], arrays["user_vectors"],
-                   arrays["popularity"], until)
+                   arrays["popularity"], until, arrays["regions"],
+                   arrays["region_popularity"])
 
-    def scores(self, generator: str, user_id: str) -> np.ndarray | None:
-        """The generator's score of every item for the user; None when it does not know them."""
-        if generator == "popularity":
-            return self.popularity
-        row = self.index.get(user_id)
-        if row is None:
-            return None
-        vector = (self.user_factors if generator == "als" else self.user_vectors)[row]
-        if not vector.any():
-            return None
+    def scores(self, generator: str, user_ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """The ALS or item2vec score of every item for each user (users x items), and which
+        users the generator knows (the rows of the others are meaningless)."""
+        rows = np.array([self.index.get(str(u), -1) for u in user_ids], dtype=np.int64)
+        vectors = (self.user_factors if generator == "als" else self.user_vectors)[
+            np.maximum(rows, 0)]
+        known = (rows >= 0) & vectors.any(axis=1)
         items = self.item_factors if generator == "als" else self.item_vectors
-        return items @ vector
+        return vectors @ items.T, known
 
-    def top(self, generator: str, user_id: str, k: int) -> list[tuple[str, float]]:
-        """The generator's k best items for the user, best first (empty when it cannot say)."""
-        scores = self.scores(generator, user_id)
-        if scores is None:
-            return []
-        k = min(k, len(scores))
-        best = np.argpartition(-scores, k - 1)[:k]
-        best = best[np.argsort(-scores[best], kind="stable")]
-        return [(str(self.items[i]), float(scores[i])) for i in best]
+    def top(self, generator: str, user_ids: Sequence[str], k: int
+            ) -> list[list[tuple[str, float]]]:
+        """The generator's k best items for each user, best first (empty when it cannot say);
+        ties go to the earlier item, whatever k is. Popularity's list is everyone's."""
+        k = min(k, len(self.items))
+        if generator == "popularity":
+            return [_best(self.items, self.popularity, k)] * len(user_ids)
+        out: list[list[tuple[str, float]]] = []
+        for start in range(0, len(user_ids), USERS_PER_BLOCK):
+            scores, known = self.scores(generator, user_ids[start:start + USERS_PER_BLOCK])
+            out += [_best(self.items, row, k) if knows else []
+                    for row, knows in zip(scores, known)]
+        return out
+
+    def popular(self, region: str | None, k: int) -> list[tuple[str, float]]:
+        """The k most popular items among the region's users lately (overall when the region
+        is unknown or had no interaction): a cold user's list."""
+        row = np.flatnonzero(self.regions == region) if region is not None else []
+        if len(row) and self.region_popularity[row[0]].any():
+            return _best(self.items, self.region_popularity[row[0]], min(k, len(self.items)))
+        return self.top("popularity", [""], k)[0]
+
+    def neighbours(self, k: int) -> tuple[np.ndarray, list[list[tuple[str, float]]]]:
+        """Each item's k nearest items by item2vec cosine (itself left out), for the items that
+        have a vector; the items and their lists."""
+        have = np.flatnonzero(self.item_vectors.any(axis=1))
+        vectors = self.item_vectors[have]
+        out = []
+        for start in range(0, len(have), 1024):
+            block = vectors[start:start + 1024] @ vectors.T
+            block[np.arange(len(block)), np.arange(start, start + len(block))] = -np.inf
+            out += [_best(self.items[have], row, min(k, len(have) - 1)) for row in block]
+        return self.items[have], out
 
 
 def union(lists: Mapping[str, Sequence[tuple[str, float]]], size: int) -> list[dict]:
@@ -108,6 +138,31 @@ def union(lists: Mapping[str, Sequence[tuple[str, float]]], size: int) -> list[d
     return list(out.values())
 
 
+def candidates(generators: Generators, users: Sequence[str], size: int,
+               kept: Sequence[str] = GENERATORS) -> list[list[dict]]:
+    """Per user, at most `size` candidates: the union of the kept generators' lists
+    (popularity's for a user they do not know), each with the generator that proposed it first
+    (`source`), its score there, and every generator's score and rank (`<generator>_score`,
+    `<generator>_rank`, NaN where it did not list the item): the rows of the user_candidates
+    view and of the ranker, from this one function."""
+    lists = {name: generators.top(name, users, size) for name in GENERATORS}
+    out = []
+    for n, _ in enumerate(users):
+        mine = {name: lists[name][n] for name in GENERATORS}
+        chosen = {name: mine[name] for name in kept}
+        if not any(chosen.values()):
+            chosen = {"popularity": mine["popularity"]}
+        union_list = union(chosen, size)
+        listed = {name: {item: (score, rank) for rank, (item, score) in enumerate(ranked, 1)}
+                  for name, ranked in mine.items()}
+        for candidate in union_list:
+            for name in GENERATORS:
+                score, rank = listed[name].get(candidate["item_id"], (np.nan, np.nan))
+                candidate[f"{name}_score"], candidate[f"{name}_rank"] = score, float(rank)
+        out.append(union_list)
+    return out
+
+
 def interactions(events: pd.DataFrame, until: pd.Timestamp) -> pd.DataFrame:
     """The weighted interactions at or before `until`: user_id, item_id, event_timestamp, weight."""
     seen = events[events["event_timestamp"] <= until]
@@ -115,9 +170,10 @@ def interactions(events: pd.DataFrame, until: pd.Timestamp) -> pd.DataFrame:
     return seen.assign(weight=weight)[["user_id", "item_id", "event_timestamp", "weight"]]
 
 
-def fit(events: pd.DataFrame, items: pd.Series, until: pd.Timestamp,
-        seed: int = 0) -> Generators:
-    """All three generators on the events at or before `until` (`items`: the catalogue)."""
+def fit(events: pd.DataFrame, items: pd.Series, until: pd.Timestamp, seed: int = 0,
+        regions: pd.Series | None = None) -> Generators:
+    """All three generators on the events at or before `until` (`items`: the catalogue;
+    `regions`: user_id -> region, for each region's popular items)."""
     from gensim.models import Word2Vec  # noqa: PLC0415 (seconds to import)
     from implicit.als import AlternatingLeastSquares  # noqa: PLC0415
 
@@ -154,19 +210,39 @@ def fit(events: pd.DataFrame, items: pd.Series, until: pd.Timestamp,
     popularity = np.zeros(len(item_ids))
     counts = recent.groupby("item_id")["weight"].sum()
     popularity[item_pos[counts.index].to_numpy()] = counts.to_numpy()
+    names, by_region = _region_popularity(recent, item_pos, regions)
     return Generators(user_ids, item_ids, np.asarray(als.user_factors, np.float32),
                       np.asarray(als.item_factors, np.float32), vectors, _unit(users),
-                      popularity, until)
+                      popularity, until, names, by_region)
+
+
+def _region_popularity(recent: pd.DataFrame, item_pos: pd.Series, regions: pd.Series | None
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """Region names and, per region, each item's weighted interactions by its users."""
+    if regions is None:
+        return np.array([], dtype=str), np.zeros((0, len(item_pos)))
+    known = regions.dropna().astype(str)
+    names = np.asarray(sorted(known.unique()), dtype=str)
+    matrix = np.zeros((len(names), len(item_pos)))
+    region = recent["user_id"].astype(str).map(known)
+    counts = recent.assign(region=region).dropna(subset=["region"]).groupby(
+        ["region", "item_id"])["weight"].sum()
+    if len(counts):
+        rows = pd.Series(np.arange(len(names)), index=names)
+        matrix[rows[counts.index.get_level_values(0)].to_numpy(),
+               item_pos[counts.index.get_level_values(1)].to_numpy()] = counts.to_numpy()
+    return names, matrix
 
 
 def recall(generators: Generators, truth: Mapping[str, set[str]], k: int,
            names: Sequence[str] = GENERATORS) -> float:
     """Mean over users with a future item of the share of those items among the candidates
     (the union of `names`' lists, at most k items)."""
+    users = list(truth)
+    tops = {name: generators.top(name, users, k) for name in names}
     shares = []
-    for user, wanted in truth.items():
-        lists = {name: generators.top(name, user, k) for name in names}
-        found = {c["item_id"] for c in union(lists, k)}
+    for n, wanted in enumerate(truth.values()):
+        found = {c["item_id"] for c in union({name: tops[name][n] for name in names}, k)}
         shares.append(len(found & wanted) / len(wanted))
     return float(np.mean(shares)) if shares else float("nan")
 
@@ -177,6 +253,18 @@ def future_items(events: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp,
     window = events[(events["event_timestamp"] > start) & (events["event_timestamp"] <= end)
                     & events["event_type"].isin(kinds)]
     return {str(u): set(g.astype(str)) for u, g in window.groupby("user_id")["item_id"]}
+
+
+def _best(items: np.ndarray, scores: np.ndarray, k: int) -> list[tuple[str, float]]:
+    """The k best-scored items, best first, ties to the earlier item."""
+    if k <= 0:
+        return []
+    best = np.argpartition(-scores, k - 1)[:k]
+    cut = scores[best].min()
+    above, tied = np.flatnonzero(scores > cut), np.flatnonzero(scores == cut)
+    best = np.concatenate([above[np.argsort(-scores[above], kind="stable")],
+                           tied[:k - len(above)]])
+    return [(str(items[i]), float(scores[i])) for i in best]
 
 
 def _unit(matrix: np.ndarray) -> np.ndarray:

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import xgboost as xgb
 
-from training.candidates import GENERATORS, Generators, fit, future_items, union
+from training.candidates import GENERATORS, Generators, candidates, fit, future_items
 
 HORIZON = timedelta(days=7)
 PERIODS = 3
@@ -49,22 +49,13 @@ class History:
 def candidate_frame(generators: Generators, history: History, users: Sequence[str],
                     size: int, kept: Sequence[str] = GENERATORS) -> pd.DataFrame:
     """user_id, item_id, source, retrieval_score and FEATURES for every candidate of `users`
-    (the union of the kept generators' lists; popularity's for a user they do not know), with
-    their `history` (of the log up to the generators' date)."""
-    rows = []
-    for user in users:
-        lists = {name: generators.top(name, str(user), size) for name in GENERATORS}
-        chosen = {name: lists[name] for name in kept}
-        if not any(chosen.values()):
-            chosen = {"popularity": lists["popularity"]}
-        features: dict[str, dict] = {}
-        for name, ranked in lists.items():
-            for rank, (item, score) in enumerate(ranked, start=1):
-                features.setdefault(item, {})[f"{name}_score"] = score
-                features[item][f"{name}_rank"] = rank
-        rows += [{"user_id": str(user), "item_id": c["item_id"], "source": c["source"],
-                  "retrieval_score": c["score"], **features[c["item_id"]]}
-                 for c in union(chosen, size)]
+    (`training.candidates.candidates`), with their `history` (of the log up to the
+    generators' date)."""
+    users = [str(u) for u in users]
+    rows = [{"user_id": user, "item_id": c["item_id"], "source": c["source"],
+             "retrieval_score": c["score"], **{f: c[f] for f in FEATURES[:-2]}}
+            for user, listed in zip(users, candidates(generators, users, size, kept))
+            for c in listed]
     frame = pd.DataFrame(rows, columns=["user_id", "item_id", "source", "retrieval_score",
                                         *FEATURES[:-2]])
     pairs = pd.MultiIndex.from_frame(frame[["user_id", "item_id"]])

@@ -14,6 +14,8 @@ PROPENSITY_SERVICE = "propensity_v1"
 # Version 2 adds the lifetime views, exact recency, the user x item history and categories.
 CONVERSION_V2_SERVICE = "conversion_v2"
 PROPENSITY_V2_SERVICE = "propensity_v2"
+# The recommendation ranker's features beside retrieval's (training/recommend_training.py).
+RECOMMEND_SERVICE = "recommend_v1"
 PROFILE_SERVICE = "user_profile_v1"  # a user's attributes and behaviour, for profiles and segments
 
 

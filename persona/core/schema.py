@@ -30,10 +30,16 @@ class Kind(Enum):
     AMOUNT = "amount"  # numbers >= 0
     RATE = "rate"  # numbers in [0, 1]
     INSTANT = "instant"  # a moment, as seconds since the Unix epoch (UTC); not a model input
+    TEXT_LIST = "text list"  # ids, one per listed item (a candidate or neighbour list)
+    NUMBER_LIST = "number list"  # numbers, one per listed item (NaN where there is none)
 
     @property
     def numeric(self) -> bool:
-        return self is not Kind.STRING
+        return self in (Kind.COUNT, Kind.AMOUNT, Kind.RATE, Kind.INSTANT)
+
+    @property
+    def listed(self) -> bool:
+        return self in (Kind.TEXT_LIST, Kind.NUMBER_LIST)
 
     @property
     def model_input(self) -> bool:
@@ -168,9 +174,33 @@ USER_ITEM_HISTORY = FeatureTable("user_item_history", ("user_id", "item_id"), (
       for kind in ("view", "cart", "purchase")],
 ))
 
+# The tables `persona ingest` computes from the raw log.
 FEATURE_TABLES: dict[str, FeatureTable] = {t.name: t for t in (
     USER_PROFILE, USER_ACTIVITY, ITEM_CATALOG, ITEM_POPULARITY, USER_CATEGORY_AFFINITY,
     USER_LIFETIME, ITEM_LIFETIME, USER_CATEGORY_LIFETIME, USER_ITEM_HISTORY)}
+
+# Retrieval's lists (training/candidates.py), written by `persona train --task retrieval` with
+# the generators' date as timestamp: a row per user (their candidates, best first, the union of
+# the kept generators) and per item (its nearest items by behaviour). The lists of a row have
+# one entry per listed item; a generator's score and rank are NaN where it did not list it.
+CANDIDATE_GENERATORS = ("als", "item2vec", "popularity")
+USER_CANDIDATES = FeatureTable("user_candidates", ("user_id",), (
+    Column("candidate_items", Kind.TEXT_LIST, "The user's candidate items, best first"),
+    Column("candidate_sources", Kind.TEXT_LIST,
+           "The generator that proposed each candidate first"),
+    Column("candidate_scores", Kind.NUMBER_LIST, "Each candidate's score in that generator"),
+    *[Column(f"{g}_{what}s", Kind.NUMBER_LIST,
+             f"Each candidate's {what} in the {g} generator's list (NaN when not in it)")
+      for g in CANDIDATE_GENERATORS for what in ("score", "rank")],
+))
+ITEM_NEIGHBOURS = FeatureTable("item_neighbours", ("item_id",), (
+    Column("neighbour_items", Kind.TEXT_LIST,
+           "The items nearest the item by behaviour (item2vec), nearest first"),
+    Column("neighbour_scores", Kind.NUMBER_LIST, "Their cosine similarity to the item"),
+))
+RETRIEVAL_TABLES: dict[str, FeatureTable] = {t.name: t for t in (USER_CANDIDATES,
+                                                                 ITEM_NEIGHBOURS)}
+ALL_TABLES: dict[str, FeatureTable] = {**FEATURE_TABLES, **RETRIEVAL_TABLES}
 
 
 def epoch_seconds(timestamps: pd.Series) -> np.ndarray:

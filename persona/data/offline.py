@@ -12,7 +12,7 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -57,13 +57,29 @@ def data_hash(version_dir: Path) -> str:
     return digest.hexdigest()
 
 
+def _new_version() -> str:
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
+
+
+def _link_tree(source: Path, target: Path) -> None:
+    """Every file under `source` hard-linked under `target` (a version's files never change
+    once published, so versions may share them)."""
+    for path in source.rglob("*.parquet"):
+        linked = target / path.relative_to(source)
+        linked.parent.mkdir(parents=True, exist_ok=True)
+        os.link(path, linked)
+
+
 def publish(root: Path, features: dict[str, pd.DataFrame], info: dict,
-            on_progress: Callable[[int, int], None] = lambda done, total: None) -> dict:
+            on_progress: Callable[[int, int], None] = lambda done, total: None,
+            carry: Sequence[str] = ()) -> dict:
     """Write `features` as a new version under `root` and make it current; returns its manifest.
-    `on_progress(done, total)` counts the Parquet files written."""
+    The views named in `carry` that `features` lacks are kept from the current version (the
+    lists retrieval training added). `on_progress(done, total)` counts the Parquet files
+    written."""
     versions = root / "versions"
     versions.mkdir(parents=True, exist_ok=True)
-    version = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
+    version = _new_version()
     staging = root / f".staging-{version}"
     total = sum(int(frame["event_timestamp"].dt.floor("D").nunique())
                 for frame in features.values())
@@ -77,13 +93,61 @@ def publish(root: Path, features: dict[str, pd.DataFrame], info: dict,
     on_progress(written, total)
     for view, frame in features.items():
         _write_view(frame, staging / view, on_file)
+    previous = current_manifest(root) or {}
+    rows = {view: int(len(frame)) for view, frame in features.items()}
+    for view in carry:
+        if view not in features and (root / "current" / view).is_dir():
+            _link_tree(root / "current" / view, staging / view)
+            rows[view] = previous.get("rows", {}).get(view, 0)
+    _commit(root, staging, version, {**info, "rows": rows}, previous)
+    return current_manifest(root)
+
+
+def extend(root: Path, views: dict[str, Iterable[pd.DataFrame]], run: str, info: dict) -> dict:
+    """A new version holding the current one's files (linked, not copied) and `views`' rows,
+    written chunk by chunk as the partition `run=<run>` of each (replacing one of that name),
+    made current like `publish`; `info` is added to the current manifest. Returns the new
+    manifest. An exception from a chunk leaves the current version as it was."""
+    previous = current_manifest(root)
+    if previous is None:
+        raise FileNotFoundError(f"no offline version under {root} to extend")
+    version = _new_version()
+    staging = root / f".staging-{version}"
+    _link_tree(root / "current", staging)
+    rows = dict(previous.get("rows", {}))
+    try:
+        for view, chunks in views.items():
+            part = staging / view / f"run={run}"
+            shutil.rmtree(part, ignore_errors=True)
+            part.mkdir(parents=True)
+            writer = None
+            for chunk in chunks:
+                table = pa.Table.from_pandas(chunk.reset_index(drop=True), preserve_index=False)
+                writer = writer or pq.ParquetWriter(part / "part-0.parquet", table.schema)
+                writer.write_table(table)
+            if writer is not None:
+                writer.close()
+            rows[view] = sum(pq.read_metadata(p).num_rows
+                             for p in (staging / view).rglob("*.parquet"))
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    kept = {k: v for k, v in previous.items()
+            if k not in ("version", "data_hash", "published_at", "home_id")}
+    _commit(root, staging, version, {**kept, **info, "rows": rows}, previous)
+    return current_manifest(root)
+
+
+def _commit(root: Path, staging: Path, version: str, info: dict, previous: dict) -> None:
+    """Seal a staged version with its manifest and make it current, atomically."""
+    versions = root / "versions"
+    versions.mkdir(parents=True, exist_ok=True)
     manifest = {
         **info,
         # the home's identity, kept by every version and by a copy of the home
-        "home_id": (current_manifest(root) or {}).get("home_id") or uuid.uuid4().hex,
+        "home_id": previous.get("home_id") or uuid.uuid4().hex,
         "version": version,
         "data_hash": data_hash(staging),
-        "rows": {view: int(len(frame)) for view, frame in features.items()},
         "published_at": datetime.now(UTC).isoformat(),
     }
     (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
@@ -92,7 +156,6 @@ def publish(root: Path, features: dict[str, pd.DataFrame], info: dict,
     link.symlink_to(Path("versions") / version)
     os.replace(link, root / "current")
     _prune(root, keep={version, *(_previous(root, version))})
-    return manifest
 
 
 def _previous(root: Path, current: str) -> list[str]:

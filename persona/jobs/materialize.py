@@ -61,7 +61,7 @@ def materialize(settings: Settings, end: datetime | None = None, full: bool = Fa
     with exclusive(settings.lock_path):
         store = feature_store(settings)
         redis_layout.check_reachable(store.config)
-        chosen = _views(store, views)
+        chosen = _views(store, views, settings)
         end = end or last_snapshot(settings, [fv.name for fv in chosen]) + timedelta(seconds=1)
         loaded = online_state.loaded_until(store.config)
         windows = {fv.name: (_start(fv, end, full, loaded.get(fv.name)), end) for fv in chosen}
@@ -168,14 +168,25 @@ def _frame(table: pa.Table) -> pd.DataFrame:
     return frame
 
 
-def _views(store: FeatureStore, names: Sequence[str] | None) -> list[FeatureView]:
+def _views(store: FeatureStore, names: Sequence[str] | None,
+           settings: Settings) -> list[FeatureView]:
+    """The views named (default: every view with rows in the current offline version: the
+    lists of retrieval have none before `persona train --task retrieval`)."""
     views = store.list_feature_views()
     if names is None:
-        return views
+        return [fv for fv in views if _has_rows(settings, fv.name)]
     unknown = set(names) - {fv.name for fv in views}
     if unknown:
         raise ValueError(f"unknown feature views: {', '.join(sorted(unknown))}")
+    empty = [name for name in names if not _has_rows(settings, name)]
+    if empty:
+        raise ValueError(f"no rows to load for {', '.join(sorted(empty))} in the offline store "
+                         "(retrieval's lists: run persona train --task retrieval)")
     return [fv for fv in views if fv.name in names]
+
+
+def _has_rows(settings: Settings, view: str) -> bool:
+    return any((settings.offline_current / view).rglob("*.parquet"))
 
 
 def _start(fv: FeatureView, end: datetime, full: bool, previous: datetime | None) -> datetime:

@@ -8,7 +8,15 @@ import pandas as pd
 import pytest
 
 from persona.synthetic_shop import generate_shop
-from training.candidates import GENERATORS, Generators, fit, future_items, recall, union
+from training.candidates import (
+    GENERATORS,
+    Generators,
+    candidates,
+    fit,
+    future_items,
+    recall,
+    union,
+)
 
 
 def test_union_takes_turns_keeps_the_first_proposer_and_stops_at_size() -> None:
@@ -49,12 +57,48 @@ def test_arrays_round_trip_and_unknown_users_get_popularity_only(split) -> None:
     assert all(a.dtype != object for a in arrays.values())  # np.save without pickle
     back = Generators.from_arrays(arrays)
     user = str(fitted.users[0])
-    assert back.top("als", user, 5) == fitted.top("als", user, 5)
+    assert back.top("als", [user], 5) == fitted.top("als", [user], 5)
     assert back.until == fitted.until
-    assert fitted.top("als", "no-such-user", 5) == []
-    assert fitted.top("item2vec", "no-such-user", 5) == []
-    popular = fitted.top("popularity", "no-such-user", 5)
+    assert fitted.top("als", ["no-such-user", user], 5)[0] == []
+    assert fitted.top("item2vec", ["no-such-user"], 5) == [[]]
+    (popular,) = fitted.top("popularity", ["no-such-user"], 5)
     assert [s for _, s in popular] == sorted(fitted.popularity, reverse=True)[:5]
+
+
+def test_a_shorter_list_is_the_head_of_a_longer_one_ties_included(split) -> None:
+    """Top lists break ties by catalogue order, so recall@50 is measured on the head of the
+    200-item list, not on another draw among tied items (popularity has many at zero)."""
+    _, _, fitted = split
+    users = [str(u) for u in fitted.users[:20]]
+    for name in GENERATORS:
+        for short, long in zip(fitted.top(name, users, 50), fitted.top(name, users, 200)):
+            assert short == long[:50]
+            assert [s for _, s in long] == sorted((s for _, s in long), reverse=True)
+
+
+def test_candidates_carry_every_generators_score_and_rank(split) -> None:
+    _, _, fitted = split
+    users = [str(fitted.users[0]), "no-such-user"]
+    known, cold = candidates(fitted, users, 30)
+    assert len(known) == 30 and len({c["item_id"] for c in known}) == 30
+    for c in known:
+        assert c[f"{c['source']}_score"] == c["score"]
+        assert c[f"{c['source']}_rank"] == c["rank"]
+    assert {c["source"] for c in cold} == {"popularity"}
+    assert all(np.isnan(c["als_score"]) and np.isnan(c["als_rank"]) for c in cold)
+
+
+def test_neighbours_are_the_nearest_other_items(split) -> None:
+    _, _, fitted = split
+    items, lists = fitted.neighbours(5)
+    assert len(items) == len(lists) > 0
+    vectors = dict(zip(fitted.items, fitted.item_vectors))
+    for item, listed in zip(items[:10], lists[:10]):
+        assert item not in {i for i, _ in listed} and len(listed) == 5
+        cosines = {other: float(vectors[item] @ v) for other, v in vectors.items()
+                   if other != item and v.any()}
+        best = sorted(cosines.values(), reverse=True)[:5]
+        np.testing.assert_allclose([s for _, s in listed], best, rtol=1e-5)
 
 
 def test_collaborative_filtering_finds_more_than_popularity(shop, split) -> None:
