@@ -23,7 +23,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from persona.core.catalog import MODELS
+from persona.core.catalog import MODELS, SCORED
 from persona.core.dates import start_of_today
 from persona.core.settings import Settings, library_defaults
 from persona.jobs.progress import console, steps
@@ -35,7 +35,7 @@ LIBRARIES = ("feast", "bentoml", "great-expectations", "xgboost")
 _verbose = False
 # Errors raised by these packages are Persona's own, written for the user: printed as they are.
 OUR_PACKAGES = {"persona", "serving", "training", "expectations", "feature_repo"}
-Task = Enum("Task", {name: name for name in MODELS}, type=str)  # choices shown in --help
+Task = Enum("Task", {name: name for name in SCORED}, type=str)  # choices shown in --help
 # What `persona train` trains: the scoring models, and the candidate generators.
 TrainTask = Enum("TrainTask", {name: name for name in (*MODELS, "retrieval")}, type=str)
 
@@ -283,7 +283,8 @@ def train(
     home: HomeOpt = None,
     task: Annotated[TrainTask, typer.Option(
         "--task", help="conversion (view -> purchase of the item), propensity (user buys "
-                       "anything) or retrieval (candidate generators).")] = "conversion",
+                       "anything), retrieval (candidate generators) or recommend (the ranker of "
+                       "recommendation lists).")] = "conversion",
     horizon: Annotated[str | None, typer.Option(
         help="Label horizon, e.g. 30d (default 7d for conversion, 30d for propensity).")] = None,
     until: Annotated[str | None, typer.Option(
@@ -306,6 +307,9 @@ def train(
         _fail(exc)
     if task.value == "retrieval":
         _train_retrieval(_settings(home), cut, as_json)
+        return
+    if task.value == "recommend":
+        _train_recommend(_settings(home), cut, as_json)
         return
     from expectations.gate import DataQualityError
     from training.pipeline import train as run
@@ -349,6 +353,31 @@ def _train_retrieval(settings: Settings, until: pd.Timestamp | None, as_json: bo
                     "kept": list(result.kept), "recall": result.recall},
           f"model {result.tag} (kept {', '.join(result.kept)}); report {result.report_path}",
           table)
+
+
+def _train_recommend(settings: Settings, until: pd.Timestamp | None, as_json: bool) -> None:
+    from expectations.gate import DataQualityError
+    from training.recommend_metrics import METRICS
+    from training.recommend_training import train_recommend
+
+    try:
+        with steps("train recommend") as on_step:
+            result = train_recommend(settings, until, on_step=on_step)
+    except DataQualityError as exc:
+        _fail(exc)
+    table = Table(title=f"the test week, all users ({result.metrics['all']['users']})",
+                  title_justify="left")
+    table.add_column("method")
+    shown = METRICS[:5]
+    for name in shown:
+        table.add_column(name, justify="right")
+    for name, values in result.metrics["all"].items():
+        if name != "users":
+            table.add_row(name, *(f"{values[m]:.3f}" for m in shown))
+    _emit(as_json, {"model": result.tag, "report": str(result.report_path),
+                    "objective": result.objective, "validation_ndcg@10": result.choice,
+                    "metrics": result.metrics},
+          f"model {result.tag} ({result.objective}); report {result.report_path}", table)
 
 
 @app.command()

@@ -11,7 +11,6 @@ read.
 from __future__ import annotations
 
 import itertools
-import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -20,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from persona.core.catalog import WrongHomeError, newest_for_home
 from persona.core.schema import TIMESTAMP
 from persona.core.settings import Settings
 from persona.data import offline, quality
@@ -149,6 +149,18 @@ def _checked(chunks: Iterable[pd.DataFrame], now: pd.Timestamp,
         yield chunk
 
 
+def kept_generators(settings: Settings) -> tuple[str, ...]:
+    """The generators the latest retrieval model of this home kept; all of them before one is
+    trained there."""
+    import bentoml  # noqa: PLC0415
+
+    try:
+        model = newest_for_home(bentoml.models.list(MODEL_NAME), home_of(settings), "retrieval")
+    except (bentoml.exceptions.NotFound, WrongHomeError):
+        return GENERATORS
+    return tuple(model.info.metadata.get("kept") or GENERATORS) if model else GENERATORS
+
+
 def best_subset(generators: Generators, truth: dict[str, set[str]]) -> tuple[str, ...]:
     """The generators whose union recalls most at CANDIDATES (fewer generators on a tie)."""
     subsets = [c for n in range(1, len(GENERATORS) + 1)
@@ -188,9 +200,4 @@ def _report(settings: Settings, tag: str, table: dict, kept: tuple[str, ...], us
              "|---|" + "---:|" * len(RECALL_AT)]
     for name, values in table.items():
         lines.append(f"| {name} | " + " | ".join(f"{values[k]:.3f}" for k in RECALL_AT) + " |")
-    settings.reports_dir.mkdir(parents=True, exist_ok=True)
-    staging = settings.reports_dir / f".staging-{uuid.uuid4().hex[:8]}"
-    staging.mkdir()
-    (staging / report.REPORT).write_text("\n".join(lines) + "\n")
-    return report.publish(staging, settings.reports_dir, tag.split(":", 1)[1],
-                          report.latest_name("retrieval"))
+    return report.publish_page(settings.reports_dir, tag, "retrieval", "\n".join(lines) + "\n")

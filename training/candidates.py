@@ -163,6 +163,20 @@ def candidates(generators: Generators, users: Sequence[str], size: int,
     return out
 
 
+def cold_candidates(generators: Generators, region: str | None, size: int) -> list[dict]:
+    """A user the generators do not know: the region's popular items (`Generators.popular`)
+    in the same shape as `candidates`' (popularity the source; the other generators NaN)."""
+    listed = generators.popular(region, size)
+    out = []
+    for rank, (item, score) in enumerate(listed, 1):
+        row = {"item_id": item, "source": "popularity", "score": score, "rank": rank}
+        for name in GENERATORS:
+            row[f"{name}_score"], row[f"{name}_rank"] = np.nan, np.nan
+        row["popularity_score"], row["popularity_rank"] = score, float(rank)
+        out.append(row)
+    return out
+
+
 def interactions(events: pd.DataFrame, until: pd.Timestamp) -> pd.DataFrame:
     """The weighted interactions at or before `until`: user_id, item_id, event_timestamp, weight."""
     seen = events[events["event_timestamp"] <= until]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import uuid
 from pathlib import Path
 
 import matplotlib
@@ -260,6 +261,33 @@ def latest_name(task: str) -> str:
     """The link to a task's latest report: `latest` for conversion (as before there were two
     tasks), `latest-<task>` for the others."""
     return LATEST if task == "conversion" else f"{LATEST}-{task}"
+
+
+def bar_chart(groups: dict[str, dict[str, float]], ylabel: str) -> Figure:
+    """Grouped bars: one group per outer key, one bar per inner key (the same in each)."""
+    names = list(next(iter(groups.values()), {}))
+    fig, ax = plt.subplots(figsize=(8, 4))
+    width = 0.8 / max(len(groups), 1)
+    for n, (group, values) in enumerate(groups.items()):
+        ax.bar(np.arange(len(names)) + (n - (len(groups) - 1) / 2) * width,
+               [values[name] for name in names], width, label=group)
+    ax.set_xticks(np.arange(len(names)), names, rotation=20, ha="right")
+    ax.set_ylabel(ylabel)
+    ax.legend()
+    return fig
+
+
+def publish_page(reports_dir: Path, tag: str, task: str, markdown: str,
+                 figures: dict[str, Figure] | None = None) -> Path:
+    """A report of `markdown` and `figures` (file name -> figure) under the version of `tag`,
+    made the task's latest (`latest_name`)."""
+    reports_dir.mkdir(parents=True, exist_ok=True)
+    staging = reports_dir / f".staging-{uuid.uuid4().hex[:8]}"
+    staging.mkdir()
+    for name, fig in (figures or {}).items():
+        _save(fig, staging / name)
+    (staging / REPORT).write_text(markdown)
+    return publish(staging, reports_dir, tag.split(":", 1)[1], latest_name(task))
 
 
 def publish(staging: Path, reports_dir: Path, name: str, latest_link: str = LATEST) -> Path:

@@ -31,7 +31,9 @@ class ModelSpec:
 MODELS: dict[str, ModelSpec] = {
     "conversion": ModelSpec("conversion", "persona-conversion", CONVERSION_SERVICE),
     "propensity": ModelSpec("propensity", "persona-propensity", PROPENSITY_SERVICE),
+    "recommend": ModelSpec("recommend", "persona-recommend", RECOMMEND_SERVICE),
 }
+SCORED = ("conversion", "propensity")  # the tasks `persona score` and the /predict routes answer
 
 
 def resolve_tag(model_name: str, tag: str | None = None) -> str:
