@@ -149,15 +149,27 @@ def _checked(chunks: Iterable[pd.DataFrame], now: pd.Timestamp,
         yield chunk
 
 
-def kept_generators(settings: Settings) -> tuple[str, ...]:
-    """The generators the latest retrieval model of this home kept; all of them before one is
-    trained there."""
+def stored_retrieval(settings: Settings, at: pd.Timestamp | None = None):
+    """The newest retrieval model (a BentoML model) of this home, of those fitted at or before
+    `at` when given; None when there is none."""
     import bentoml  # noqa: PLC0415
 
     try:
-        model = newest_for_home(bentoml.models.list(MODEL_NAME), home_of(settings), "retrieval")
-    except (bentoml.exceptions.NotFound, WrongHomeError):
-        return GENERATORS
+        versions = bentoml.models.list(MODEL_NAME)
+    except bentoml.exceptions.NotFound:
+        return None
+    if at is not None:
+        versions = [m for m in versions if pd.Timestamp(m.info.metadata["until"]) <= at]
+    try:
+        return newest_for_home(versions, home_of(settings), "retrieval")
+    except WrongHomeError:
+        return None
+
+
+def kept_generators(settings: Settings) -> tuple[str, ...]:
+    """The generators the latest retrieval model of this home kept; all of them before one is
+    trained there."""
+    model = stored_retrieval(settings)
     return tuple(model.info.metadata.get("kept") or GENERATORS) if model else GENERATORS
 
 
@@ -180,11 +192,12 @@ def save(generators: Generators, metadata: dict) -> str:
     return str(model.tag)
 
 
-def load(tag: str | None = None) -> tuple[Generators, dict]:
-    """The generators and metadata of `tag` (default the latest)."""
+def load(model) -> tuple[Generators, dict]:
+    """The generators and metadata of a stored retrieval model (`stored_retrieval`, or a
+    tag)."""
     import bentoml  # noqa: PLC0415
 
-    model = bentoml.models.get(tag or f"{MODEL_NAME}:latest")
+    model = bentoml.models.get(model) if isinstance(model, str) else model
     arrays = {p.stem: np.load(p, allow_pickle=False) for p in Path(model.path).glob("*.npy")}
     return Generators.from_arrays(arrays), dict(model.info.metadata)
 

@@ -163,6 +163,23 @@ def candidates(generators: Generators, users: Sequence[str], size: int,
     return out
 
 
+def from_lists(row: Mapping[str, Sequence | None]) -> list[dict] | None:
+    """A user_candidates row (the view's lists, online or offline) as `candidates` gives its
+    candidates; None when the user has no row."""
+    items = row.get("candidate_items")
+    if items is None or len(items) == 0:
+        return None
+    out = []
+    for n, item in enumerate(items):
+        candidate = {"item_id": str(item), "source": str(row["candidate_sources"][n]),
+                     "score": float(row["candidate_scores"][n])}
+        for column, key in LIST_FEATURES.items():
+            value = row[column][n]
+            candidate[key] = np.nan if value is None else float(value)
+        out.append(candidate)
+    return out
+
+
 def cold_candidates(generators: Generators, region: str | None, size: int) -> list[dict]:
     """A user the generators do not know: the region's popular items (`Generators.popular`)
     in the same shape as `candidates`' (popularity the source; the other generators NaN)."""
