@@ -244,3 +244,46 @@ class ProfileResponse(_Strict):
     )
     propensity_model_tag: str | None = Field(
         description="BentoML tag of the propensity model; null when none is served.")
+
+
+MAX_RECOMMEND_K = 100
+MAX_EXCLUDED_ITEMS = 1000
+
+
+class RecommendContext(_Strict):
+    category: Id | None = Field(
+        default=None,
+        description="Only items of this category (a category page); the list may then be "
+                    "shorter than k.")
+
+
+class RecommendRequest(_Strict):
+    user_id: Id = Field(description=f"The shopper to recommend items to ({ID_RULES}).")
+    k: StrictInt = Field(default=10, ge=1, le=MAX_RECOMMEND_K,
+                         description=f"How many items, 1 to {MAX_RECOMMEND_K}.")
+    exclude_item_ids: list[Id] = Field(
+        default_factory=list, max_length=MAX_EXCLUDED_ITEMS,
+        description=f"Items not to recommend (in the basket, just shown), at most "
+                    f"{MAX_EXCLUDED_ITEMS}.")
+    context: RecommendContext | None = Field(default=None, description="Where the list shows.")
+
+
+class RecommendedItem(_Strict):
+    item_id: str
+    score: Probability = Field(
+        description="The calibrated probability that the shopper carts or buys the item within "
+                    "the ranker's horizon (7 days).")
+    relevance: float = Field(description="The ranker's own score, which orders the list.")
+    source: str = Field(description="The generator that proposed the item first.")
+    sources: list[str] = Field(description="Every generator whose list holds the item.")
+    reasons: list[str] = Field(description="Why the item is here, in words.")
+
+
+class RecommendResponse(_Strict):
+    user_id: str
+    items: list[RecommendedItem] = Field(description="Best first, after the business rules.")
+    cold_user: bool = Field(
+        description="True when retrieval has no list for the shopper: the popular items of "
+                    "their region (or of the shop) were ranked instead.")
+    model_tags: dict[str, str] = Field(
+        description="The ranker's and the retrieval model's tags.")

@@ -49,6 +49,8 @@ from serving.schemas import (
     PropensityResponse,
     RankRequest,
     RankResponse,
+    RecommendRequest,
+    RecommendResponse,
 )
 
 logger = logging.getLogger(__name__)
@@ -56,6 +58,8 @@ logger.setLevel(logging.INFO)  # BentoML leaves other loggers at WARNING: say wh
 _UNREACHABLE = (ConnectionError, TimeoutError, redis.exceptions.ConnectionError,
                 redis.exceptions.TimeoutError)
 NO_PROPENSITY_MODEL = "no propensity model trained: run `persona train --task propensity`"
+NO_RECOMMEND_MODEL = ("no recommendation models trained on this home: run `persona train --task "
+                      "retrieval`, `persona train --task recommend` and `persona materialize`")
 ONLINE_STORE_DOWN = "online store unavailable: retry later"
 READY_CACHE_SECONDS = 1.0  # /readyz probes the online store at most once a second
 RETRY_AFTER_SECONDS = 1  # after an online-store failure, 503 at once for this long (Breaker)
@@ -189,6 +193,7 @@ class PersonaService:
                                  metadata.get("categories"))
             served = {"conversion": (str(stored.tag), metadata)}
             self.propensity_scorer = self._propensity_scorer(store, settings, served)
+            self.recommender = self._recommender(store, settings, served)
         except ModelRefused as exc:
             stop_server(exc)
             raise
@@ -225,6 +230,44 @@ class PersonaService:
             raise ModelRefused(f"model {stored.tag} does not match the registered feature "
                                f"service: {exc}") from exc
 
+    @staticmethod
+    def _recommender(store, settings: Settings, served: dict):
+        """The /recommend answerer (its models recorded in `served`): this home's latest ranker
+        and retrieval model; None without both."""
+        from persona.core.catalog import RECOMMEND_SERVICE
+        from persona.data.offline import home_of
+        from persona.recommend.rules import RuleBook
+        from serving.item_cache import ItemCache
+        from serving.recommender import Recommender
+        from serving.redis_online import online_reader
+        from training.candidate_training import item_info, load, stored_retrieval
+        from training.model_store import ModelNotFoundError, get_model
+        from training.recommend_ranker import RETRIEVAL_FEATURES, Ranker
+
+        retrieval = stored_retrieval(settings)
+        try:
+            ranker = get_model(None, "recommend", home_of(settings))
+        except (ModelNotFoundError, WrongHomeError):
+            ranker = None
+        if retrieval is None or ranker is None:
+            logger.warning("%s; /recommend answers 503", NO_RECOMMEND_MODEL)
+            return None
+        ranker.booster.set_param({"nthread": 1})
+        served["recommend"] = (ranker.tag, ranker.metadata)
+        served["retrieval"] = (str(retrieval.tag), retrieval.info.metadata)
+        generators, metadata = load(retrieval)
+        columns = list(ranker.metadata["features"])[len(RETRIEVAL_FEATURES):]
+        try:
+            reader = online_reader(store, RECOMMEND_SERVICE, columns,
+                                   ItemCache.from_settings(settings))
+            return Recommender(store, reader, Ranker.of(ranker.booster, ranker.metadata),
+                               generators, item_info(retrieval), RuleBook.load(),
+                               {"recommend": ranker.tag, "retrieval": str(retrieval.tag)},
+                               int(metadata.get("candidates", 200)))
+        except ValueError as exc:
+            raise ModelRefused(f"model {ranker.tag} does not match the registered feature "
+                               f"service: {exc}") from exc
+
     def _warm_up(self) -> None:
         """One pass through every path, so the first request does not pay for lazy set-up. An
         unreachable online store does not stop the start-up: /readyz says not ready until it
@@ -233,6 +276,8 @@ class PersonaService:
             rows = self.scorer.reader.for_user("warm-up", ["warm-up"])
             self.scorer.explained(rows.matrix)
             self.profiler.profile(ProfileRequest(user_id="warm-up"))
+            if self.recommender is not None:
+                self.recommender.recommend(RecommendRequest(user_id="warm-up"))
         except _UNREACHABLE as exc:
             logger.warning("warm-up skipped, %s (%s)", ONLINE_STORE_DOWN, type(exc).__name__)
 
@@ -280,6 +325,13 @@ class PersonaService:
     def rank(self, request: RankRequest, /) -> RankResponse:
         """Rank candidate items for a shopper by the probability that a view converts to a purchase within the conversion model's label horizon (7 days unless trained with `--horizon`), highest first. Unknown shoppers and items are scored with their features missing and flagged `cold_user` / `cold_item`."""  # noqa: E501 (one line: it is the OpenAPI description)
         return self._answer(self._json(self.scorer.rank), request)
+
+    @bentoml.api(route="/recommend")
+    def recommend(self, request: RecommendRequest, /) -> RecommendResponse:
+        """Top k items (1-100) for a shopper from the whole catalogue: retrieval's candidates for the shopper (the popular items of their region for a cold one), ordered by the recommendation ranker, then the business rules (feature_repo/recommend_rules.yaml); each item with its probability of a cart or purchase within 7 days, the generators that proposed it and reasons. Answers 503 when no recommendation models were trained on this home."""  # noqa: E501 (one line: it is the OpenAPI description)
+        if self.recommender is None:
+            return JSONResponse({"error": NO_RECOMMEND_MODEL}, status_code=503)
+        return self._answer(self._json(self.recommender.recommend), request)
 
     @bentoml.api(route="/echo")
     def echo(self, request: RankRequest, /) -> dict:

@@ -85,7 +85,7 @@ def train_retrieval(settings: Settings, until: pd.Timestamp | None = None,
                 "validation_users": len(truth), "data_hash": manifest["data_hash"],
                 "offline_version": manifest.get("version"), "home": str(settings.home),
                 "home_id": home_of(settings).id, "candidates": CANDIDATES}
-    tag = save(final, metadata)
+    tag = save(final, metadata, raw.items)
     path = _report(settings, tag, table, kept, len(truth), cut, until)
     return RetrievalResult(tag, kept, table, len(truth), path)
 
@@ -180,16 +180,30 @@ def best_subset(generators: Generators, truth: dict[str, set[str]]) -> tuple[str
     return max(subsets, key=lambda s: (recall(generators, truth, CANDIDATES, s), -len(s)))
 
 
-def save(generators: Generators, metadata: dict) -> str:
+def save(generators: Generators, metadata: dict, catalogue: pd.DataFrame) -> str:
     """The arrays in numpy's own format (allow_pickle=False) as a new version of
-    persona-retrieval; returns its tag."""
+    persona-retrieval, with each item's category and brand as of then (what the rules read,
+    in the service and in batch lists alike); returns its tag."""
     import bentoml  # noqa: PLC0415
 
+    known = catalogue.drop_duplicates("item_id").set_index("item_id").reindex(generators.items)
+    arrays = {**generators.arrays(),
+              "item_category": known["category"].fillna("").to_numpy(str),
+              "item_brand": known["brand"].fillna("").to_numpy(str)}
     with bentoml.models.create(MODEL_NAME, metadata=metadata,
                                labels={"task": "retrieval"}) as model:
-        for name, array in generators.arrays().items():
+        for name, array in arrays.items():
             np.save(model.path_of(f"{name}.npy"), array, allow_pickle=False)
     return str(model.tag)
+
+
+def item_info(model) -> dict[str, dict]:
+    """item_id -> {category, brand} as the retrieval model recorded them (the rules' input)."""
+    path = Path(model.path)
+    items, categories, brands = (np.load(path / f"{name}.npy", allow_pickle=False)
+                                 for name in ("items", "item_category", "item_brand"))
+    return {str(i): {"category": c or None, "brand": b or None}
+            for i, c, b in zip(items, categories, brands)}
 
 
 def load(model) -> tuple[Generators, dict]:

@@ -32,6 +32,8 @@ EVAL_METRIC = {"rank:ndcg": "ndcg@10", "binary:logistic": "logloss"}
 # Retrieval's features of a candidate, first in the ranker's inputs (then the service's).
 RETRIEVAL_FEATURES = list(LIST_FEATURES.values())
 KEYS = ["user_id", "item_id", "event_timestamp"]
+# The rules' "already bought": the user x item history as of the list's time, offline and online.
+BOUGHT = "user_item_history__pair_purchases_lifetime"
 
 
 def candidate_rows(generators: Generators, users: Sequence[str], size: int,
@@ -108,6 +110,11 @@ class Ranker:
         """A stored ranker from its metadata (`persona train --task recommend`)."""
         return cls(booster, list(metadata["features"]), metadata["objective"],
                    metadata.get("calibration"))
+
+
+def bought(items: Sequence[str], purchases: np.ndarray) -> set[str]:
+    """The candidates the user bought before (BOUGHT > 0), for the rules."""
+    return {item for item, n in zip(items, purchases) if n > 0}
 
 
 def _groups(rows: pd.DataFrame) -> np.ndarray:

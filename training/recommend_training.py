@@ -44,11 +44,13 @@ from training.recommend_metrics import (
     popular_items,
 )
 from training.recommend_ranker import (
+    BOUGHT,
     HORIZON,
     KEYS,
     OBJECTIVES,
     RETRIEVAL_FEATURES,
     Ranker,
+    bought,
     candidate_rows,
     fit_ranker,
     probability,
@@ -191,8 +193,7 @@ def _service_columns(cuts: Sequence[Cut]) -> list[str]:
 
 
 def _ranked(ranker: Ranker, cut: Cut, rules: RuleBook | None = None,
-            info: dict | None = None, bought: dict[str, set[str]] | None = None
-            ) -> dict[str, list[str]]:
+            info: dict | None = None) -> dict[str, list[str]]:
     """Each user's candidates in the ranker's order (top 2K), through the rules when given."""
     relevance, score = ranker.scores(cut.rows[ranker.features].to_numpy(np.float64))
     frame = cut.rows.assign(relevance=relevance, score=score)
@@ -201,7 +202,8 @@ def _ranked(ranker: Ranker, cut: Cut, rules: RuleBook | None = None,
         ranked = group.sort_values("relevance", ascending=False, kind="stable")
         listed = ranked[["item_id", "score"]].to_dict("records")
         if rules is not None:
-            listed = rules.apply(listed, 2 * K, info or {}, bought=(bought or {}).get(user, ()))
+            owned = bought(ranked["item_id"], ranked[BOUGHT].to_numpy())
+            listed = rules.apply(listed, 2 * K, info or {}, bought=owned)
         out[user] = [c["item_id"] for c in listed[:2 * K]]
     return out
 
@@ -210,11 +212,8 @@ def _judge(ranker: Ranker, test: Cut, events: pd.DataFrame, rules: RuleBook,
            info: dict) -> dict:
     """Each method's metrics on the test week: all users, warm (known at the cut), cold."""
     gens, users = test.generators, list(test.truth)
-    before = events[events["event_timestamp"] <= test.at]
-    bought = (before[before["event_type"] == "purchase"].groupby("user_id")["item_id"]
-              .agg(set).to_dict())
     lists = {
-        "ranker + rules": _ranked(ranker, test, rules, info, bought),
+        "ranker + rules": _ranked(ranker, test, rules, info),
         "ranker": _ranked(ranker, test),
         "retrieval union": _in_order(test.rows),
         "item-kNN": item_knn(events, gens.items, test.at, users, 2 * K),

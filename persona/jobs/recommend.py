@@ -6,8 +6,10 @@ Each user's candidates are the user_candidates row Feast's point-in-time join gi
 materialized); a user without one gets the popular items of their region from the newest
 retrieval model fitted at or before DATE, as the service does. The stored ranker
 (`persona train --task recommend`, trained on events up to DATE at the latest) orders them on
-the `recommend_v1` features as of DATE; the business rules (`persona.recommend.rules`) keep
-the best k. Written to Parquet chunk by chunk of users, so memory is bounded by a chunk.
+the `recommend_v1` features as of DATE; the business rules (`persona.recommend.rules`, with
+the retrieval model's item categories and brands, and "bought" from the user x item history as
+of DATE) keep the best k. Written to Parquet chunk by chunk of users, so memory is bounded by
+a chunk.
 """
 
 from __future__ import annotations
@@ -27,11 +29,11 @@ from persona.data.raw import read_ingested
 from persona.featurestore.config import feature_store
 from persona.jobs.progress import Count
 from persona.recommend.rules import RuleBook
-from training.candidate_training import CANDIDATES, load, stored_retrieval
+from training.candidate_training import CANDIDATES, item_info, load, stored_retrieval
 from training.candidates import cold_candidates, from_lists
 from training.model_store import get_model
-from training.recommend_ranker import RETRIEVAL_FEATURES, Ranker
-from training.recommend_training import item_info, user_regions, with_features
+from training.recommend_ranker import BOUGHT, RETRIEVAL_FEATURES, Ranker, bought
+from training.recommend_training import user_regions, with_features
 from training.score import AS_OF, active_users
 
 USERS_PER_CHUNK = 250
@@ -84,8 +86,8 @@ def recommend(settings: Settings, as_of: pd.Timestamp, k: int, out: Path,
                          f"{as_of.date()}")
     generators, retrieval_meta = load(retrieval)
     ranker = Ranker.of(model.booster, model.metadata)
-    context = _Context(feature_store(settings), generators, ranker, item_info(raw),
-                       user_regions(raw), _bought(events),
+    context = _Context(feature_store(settings), generators, ranker, item_info(retrieval),
+                       user_regions(raw),
                        raw.items.drop_duplicates("item_id").set_index("item_id")["category"],
                        rules or RuleBook.load(), k, as_of, model.tag)
     out = Path(out)
@@ -109,11 +111,6 @@ def recommend(settings: Settings, as_of: pd.Timestamp, k: int, out: Path,
                            tuple(retrieval_meta.get("kept", ())))
 
 
-def _bought(events: pd.DataFrame) -> dict[str, set[str]]:
-    bought = events[events["event_type"] == "purchase"]
-    return bought.groupby("user_id")["item_id"].agg(set).to_dict()
-
-
 @dataclass(frozen=True)
 class _Context:
     store: object
@@ -121,7 +118,6 @@ class _Context:
     ranker: Ranker
     info: dict
     regions: dict
-    bought: dict
     categories: pd.Series
     rules: RuleBook
     k: int
@@ -151,12 +147,12 @@ class _Context:
         relevance, score = self.ranker.scores(frame[self.ranker.features].to_numpy(np.float64))
         frame = frame.assign(relevance=relevance, score=score)
         out = []
-        for user, group in frame.groupby("user_id", sort=False):
+        for _, group in frame.groupby("user_id", sort=False):
             ranked = group.sort_values("relevance", ascending=False,
                                        kind="stable").to_dict("records")
+            owned = bought(group["item_id"], group[BOUGHT].to_numpy())
             out += [{**c, "rank": rank} for rank, c in enumerate(
-                self.rules.apply(ranked, self.k, self.info, bought=self.bought.get(user, ())),
-                start=1)]
+                self.rules.apply(ranked, self.k, self.info, bought=owned), start=1)]
         table = pd.DataFrame(out, columns=["user_id", "rank", "item_id", "score", "relevance",
                                            "source", "retrieval_score", "cold_user"])
         table[AS_OF] = pd.Series([self.as_of] * len(table), dtype="datetime64[us, UTC]")
