@@ -8,11 +8,18 @@ import json
 
 from pydantic import BaseModel
 
-from serving.schemas import PredictResponse, ProfileResponse, PropensityResponse, RankResponse
+from serving.schemas import (
+    PredictResponse,
+    ProfileResponse,
+    PropensityResponse,
+    RankResponse,
+    RecommendResponse,
+)
 
 RESPONSES: dict[str, type[BaseModel]] = {"/rank": RankResponse, "/predict": PredictResponse,
                                          "/propensity": PropensityResponse,
-                                         "/profile": ProfileResponse}
+                                         "/profile": ProfileResponse,
+                                         "/recommend": RecommendResponse}
 ROUTES = list(RESPONSES)  # the prediction endpoints: fuzzed, and the explicit cases' targets
 FUZZED = [*ROUTES, "/echo"]  # every POST route; /echo (a no-op /rank) answers a plain object
 

@@ -32,16 +32,18 @@ from redis_server import RedisProcess
 
 from persona.core.settings import VARIABLES, Settings
 from persona.data import offline
-from persona.data.raw import RawTables
+from persona.data.raw import PLAIN_READ, RawTables
 from persona.data.snapshots import compute_features
 from persona.featurestore.config import feature_store
 from persona.featurestore.registry import apply_definitions
 from persona.jobs.materialize import materialize
-from persona.synthetic_shop import Shop
+from persona.synthetic_shop import Shop, write_shop
 from serving.run import ServerError, ServerHandle, start_server
+from training.candidate_training import train_retrieval
 from training.explain import contributions
 from training.labels import conversion_labels
 from training.model_store import save_model
+from training.recommend_training import train_recommend
 from training.retrieval import feature_columns
 
 SERVICE = "conversion_v1"
@@ -115,11 +117,19 @@ def build_world(root: Path, shop: Shop) -> World:
                         bentoml_home=root / "bentoml")
     features = compute_features(RawTables(shop.events, shop.users, shop.items, {}),
                                 settings.snapshot_interval)
-    offline.publish(settings.offline_root, features, {"source": "tests/worlds.py"})
+    write_shop(shop, root / "raw")  # what retrieval and the ranker read (the log itself)
+    offline.publish(settings.offline_root, features, {
+        "source": "tests/worlds.py", "raw_dir": str(root / "raw"),
+        "read_options": PLAIN_READ.record()})
     apply_definitions(settings)
+    assert settings.bentoml_home is not None
+    with model_store(settings.bentoml_home):
+        train_retrieval(settings)  # also publishes the users' candidate lists
     shutil.copytree(settings.home, root / "redis-home", symlinks=True)
     materialize(settings)
     tag, columns = _train_and_save(settings, shop)
+    with model_store(settings.bentoml_home):
+        train_recommend(settings)
     snapshot = pd.Timestamp(features["user_activity"]["event_timestamp"].max())
     return World(settings, root / "redis-home", shop, tag, columns, snapshot)
 
@@ -191,7 +201,8 @@ class Propensity:
     tag: str
     booster: xgb.Booster
     features: list[str]
-    conversion_only_home: Path  # a BentoML home holding the conversion model alone
+    conversion_only_home: Path  # a BentoML home holding the conversion model alone (no
+    # propensity, retrieval or recommendation model)
 
 
 def build_propensity(world: World) -> Propensity:
@@ -201,6 +212,8 @@ def build_propensity(world: World) -> Propensity:
 
     conversion_only = world.bentoml_home.parent / "bentoml-conversion-only"
     shutil.copytree(world.bentoml_home, conversion_only)
+    for other in ("persona-retrieval", "persona-recommend"):
+        shutil.rmtree(conversion_only / "models" / other, ignore_errors=True)
     booster, features, metadata = _train_propensity(world)
     with model_store(world.bentoml_home):
         model = bentoml.xgboost.save_model(PROPENSITY_MODEL_NAME, booster, metadata=metadata)
