@@ -37,6 +37,7 @@ _verbose = False
 OUR_PACKAGES = {"persona", "serving", "training", "expectations", "feature_repo"}
 Task = Enum("Task", {name: name for name in SCORED}, type=str)  # choices shown in --help
 # What `persona train` trains: the scoring models, and the candidate generators.
+MIN_LOG_DAYS = 36  # the ranker's weekly cuts (training/recommend_training.py) and a day before
 TrainTask = Enum("TrainTask", {name: name for name in (*MODELS, "retrieval")}, type=str)
 
 DATE = "DATE (YYYY-MM-DD = end of that day UTC, or ISO-8601)"
@@ -390,11 +391,12 @@ def recommend(
         help="A CSV or Parquet file with a user_id column (default: every user active at "
              "DATE).")] = None,
     model: Annotated[str | None, typer.Option(
-        help="Conversion model version to rank with (default: this home's latest).")] = None,
+        help="Ranker version (persona-recommend) to order with (default: this home's "
+             "latest).")] = None,
     home: HomeOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Top-k recommendations per user as of a date: candidates, conversion scores, rules."""
+    """Top-k recommendations per user as of a date: candidates, the ranker, the rules."""
     from persona.core.dates import parse_as_of
 
     when = parse_as_of(as_of)
@@ -412,7 +414,7 @@ def recommend(
     _emit(as_json, {"rows": result.rows, "users": result.users, "model": result.model_tag,
                     "generators": list(result.generators), "path": str(result.path)},
           f"{result.rows:,} recommendations for {result.users:,} users by {result.model_tag} "
-          f"({', '.join(result.generators)}) -> {result.path}")
+          f"(candidates of {', '.join(result.generators)}) -> {result.path}")
 
 
 @app.command()
@@ -520,7 +522,9 @@ def demo(
     port: Annotated[int, typer.Option(help="HTTP port for the demo service.")] = 3000,
     users: Annotated[int, typer.Option(help="Users in the generated shop.", min=50)] = 3000,
     items: Annotated[int, typer.Option(help="Items in the generated shop.", min=20)] = 1000,
-    days: Annotated[int, typer.Option(help="Days of events in the generated shop.", min=21)] = 60,
+    days: Annotated[int, typer.Option(
+        help="Days of events in the generated shop (the recommendation ranker learns from five "
+             "weeks).", min=MIN_LOG_DAYS)] = 60,
 ) -> None:
     """Generate a small shop, ingest, train, materialize, serve and query it, end to end."""
     from persona.jobs.demo import run

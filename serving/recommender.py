@@ -54,7 +54,7 @@ class Recommender:
 
     def recommend(self, request: RecommendRequest) -> dict:
         listed, cold = self.candidates(request.user_id)
-        if request.context is not None and request.context.category is not None:
+        if request.context.category is not None:
             listed = [c for c in listed
                       if self._info.get(c["item_id"], {}).get("category")
                       == request.context.category]

@@ -251,7 +251,7 @@ MAX_EXCLUDED_ITEMS = 1000
 
 
 class RecommendContext(_Strict):
-    category: Id | None = Field(
+    category: Id = Field(  # optional, not nullable: leave it out for every category
         default=None,
         description="Only items of this category (a category page); the list may then be "
                     "shorter than k.")
@@ -265,7 +265,8 @@ class RecommendRequest(_Strict):
         default_factory=list, max_length=MAX_EXCLUDED_ITEMS,
         description=f"Items not to recommend (in the basket, just shown), at most "
                     f"{MAX_EXCLUDED_ITEMS}.")
-    context: RecommendContext | None = Field(default=None, description="Where the list shows.")
+    context: RecommendContext = Field(default_factory=RecommendContext,
+                                      description="Where the list shows.")
 
 
 class RecommendedItem(_Strict):

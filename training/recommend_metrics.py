@@ -58,8 +58,9 @@ def popular_items(popularity: np.ndarray, items: np.ndarray) -> set[str]:
 def item_knn(events: pd.DataFrame, items: np.ndarray, until: pd.Timestamp,
              users: Sequence[str], k: int) -> dict[str, list[str]]:
     """Item-kNN: each user's items at or before `until` vote for the items most often seen by
-    the same users (cosine of the binary user x item co-occurrence); the k best per user, their
-    own items included (repeat purchases count in the truth)."""
+    the same users (cosine of the binary user x item co-occurrence, an item never voting for
+    itself); the k best per user, their own items among them when their others vote for them
+    (repeat purchases count in the truth)."""
     seen = events[events["event_timestamp"] <= until]
     position = pd.Series(np.arange(len(items)), index=items)
     seen = seen[seen["item_id"].isin(position.index)]

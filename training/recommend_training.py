@@ -117,6 +117,11 @@ def train_recommend(settings: Settings, until: pd.Timestamp | None = None,
     raw = read_ingested(manifest)
     until = until or raw.events["event_timestamp"].max()
     events = raw.events[raw.events["event_timestamp"] <= until]
+    first = until - (PERIODS + 2) * HORIZON
+    if events.empty or events["event_timestamp"].min() >= first:
+        raise ValueError(f"the ranker learns from {PERIODS + 2} weekly cuts before "
+                         f"{until.date()}, so it needs events before {first.date()}: the log "
+                         "is too short")
     kept = kept_generators(settings)
     store = feature_store(settings)
     categories = raw.items.drop_duplicates("item_id").set_index("item_id")["category"]

@@ -1,9 +1,9 @@
 """`persona demo`: the main job end to end on embedded defaults (or Redis when configured).
 
-Generate a small shop, ingest and validate it, train the conversion model and the candidate
-generators, recommend from the whole catalogue for three shoppers, materialize, start the
-BentoML service, send real HTTP requests and print ranked items and recommendations beside the
-model's metrics and baselines.
+Generate a small shop, ingest and validate it, train the conversion model, the candidate
+generators and the recommendation ranker, write batch lists, materialize, start the BentoML
+service, send real HTTP requests (/rank, /recommend) and print ranked items and recommendations
+beside the models' metrics and baselines.
 """
 
 from __future__ import annotations
@@ -47,6 +47,19 @@ def _metrics_table(metrics: dict) -> Table:
     return table
 
 
+def _lists_table(metrics: dict) -> Table:
+    """The ranker's test week beside the baselines (training.recommend_training)."""
+    table = Table(title=f"Recommendations on the test week ({metrics['users']} users)")
+    shown = ("recall@10", "ndcg@10", "hit_rate@10", "coverage@10")
+    table.add_column("method")
+    for name in shown:
+        table.add_column(name, justify="right")
+    for method, values in metrics.items():
+        if method != "users":
+            table.add_row(method, *(f"{values[name]:.3f}" for name in shown))
+    return table
+
+
 def _reason(reason: dict) -> str:
     """'item_popularity__views_30d = 41 (+0.35)': the feature, its value, its push on the score."""
     value = "missing" if reason["value"] is None else f"{reason['value']:g}"
@@ -64,6 +77,7 @@ def run(settings: Settings, port: int = 3000, shop_size: dict | None = None) -> 
     from serving.run import start_server
     from training.candidate_training import train_retrieval
     from training.pipeline import train
+    from training.recommend_training import train_recommend
 
     raw_dir = settings.home / "raw"
     size = {**SHOP, **(shop_size or {})}
@@ -80,15 +94,16 @@ def run(settings: Settings, port: int = 3000, shop_size: dict | None = None) -> 
                        on_step=lambda s: on_step(f"train: {s}"))
         on_step("training the candidate generators")
         train_retrieval(settings)
+        on_step("training the recommendation ranker")
+        ranker = train_recommend(settings, on_step=lambda s: on_step(f"recommend: {s}"))
         users = shop.events["user_id"].value_counts().index[:3].tolist()
-        on_step("recommending from the whole catalogue")
-        lists = pd.read_parquet(recommend(
-            settings, shop.events["event_timestamp"].max(), 5,
-            settings.home / "recommendations.parquet", users=users).path)
+        on_step("writing batch lists for every active user")
+        lists = recommend(settings, shop.events["event_timestamp"].max(), 10,
+                          settings.home / "recommendations.parquet")
         on_step("materializing into the online store")
         materialize(settings)
         on_step("starting the BentoML service")
-        responses = []
+        responses, recommended = [], []
         with start_server(settings, port=port, model_tag=result.tag):
             on_step("sending requests")
             with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
@@ -98,6 +113,9 @@ def run(settings: Settings, port: int = 3000, shop_size: dict | None = None) -> 
                     reply = client.post("/rank", json=body)
                     reply.raise_for_status()
                     responses.append(reply.json())
+                    reply = client.post("/recommend", json={"user_id": user, "k": 5})
+                    reply.raise_for_status()
+                    recommended.append(reply.json())
     for reply in responses:
         table = Table(title=f"Top items for {reply['user_id']} (model {reply['model_tag']})")
         table.add_column("rank", justify="right")
@@ -108,13 +126,16 @@ def run(settings: Settings, port: int = 3000, shop_size: dict | None = None) -> 
             table.add_row(str(rank), item["item_id"], f"{item['probability']:.4f}",
                           _reason(item["reasons"][0]))
         console.print(table)
-    table = Table(title="Recommendations from the whole catalogue (persona recommend)")
-    numbers = ("rank", "relevance", "purchase probability")
-    for column in ("user", "rank", "item", "relevance", "purchase probability", "proposed by"):
+    table = Table(title="Recommendations from the whole catalogue (POST /recommend)")
+    numbers = ("rank", "cart or purchase probability")
+    for column in ("user", "rank", "item", "cart or purchase probability", "why"):
         table.add_column(column, justify="right" if column in numbers else "left")
-    for row in lists.itertuples():
-        table.add_row(row.user_id, str(row.rank), row.item_id, f"{row.relevance:.2f}",
-                      f"{row.score:.4f}", row.source)
+    for reply in recommended:
+        for rank, item in enumerate(reply["items"], start=1):
+            table.add_row(reply["user_id"], str(rank), item["item_id"], f"{item['score']:.4f}",
+                          "; ".join(item["reasons"]))
     console.print(table)
     console.print(_metrics_table(result.metrics))
-    console.print(f"report: {Path(result.report_path)}")
+    console.print(_lists_table(ranker.metrics["all"]))
+    console.print(f"batch lists: {lists.rows:,} rows for {lists.users:,} users -> {lists.path}")
+    console.print(f"reports: {Path(result.report_path)}, {ranker.report_path}")

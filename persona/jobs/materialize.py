@@ -151,8 +151,9 @@ def rows_expired(settings: Settings, fv: FeatureView, end: datetime,
 
 
 def last_snapshot(settings: Settings, views: Sequence[str]) -> datetime:
-    """The latest timestamp of the current offline version over `views`."""
-    globs = ", ".join(f"'{settings.offline_current / view / '**' / '*.parquet'}'" for view in views)
+    """The latest timestamp of the current offline version over `views` (those with rows)."""
+    globs = ", ".join(f"'{settings.offline_current / view / '**' / '*.parquet'}'" for view in views
+                      if _has_rows(settings, view))
     with duckdb.connect() as con:
         con.execute("SET TimeZone = 'UTC'")
         (last,) = con.execute(f"SELECT max({TIMESTAMP}) FROM read_parquet([{globs}], "

@@ -23,7 +23,7 @@ from feast import FeatureStore, FeatureView
 from feast.infra.registry.file import FileRegistryStore
 from worlds import start_redis
 
-from persona.core.schema import FEATURE_TABLES
+from persona.core.schema import ALL_TABLES
 from persona.core.settings import PROJECT_ROOT, Settings
 from persona.data import offline
 from persona.data.raw import RawTables
@@ -239,7 +239,7 @@ def test_a_run_killed_while_recording_progress_leaves_the_registry_readable(
         materialize(settings, end=end, views=["item_catalog"])
     monkeypatch.undo()
     views = feature_store(settings).list_feature_views()
-    assert len(views) == len(FEATURE_TABLES)
+    assert len(views) == len(ALL_TABLES)
     assert all(fv.most_recent_end_time is None for fv in views)
     materialize(settings, end=end, views=["item_catalog"])
     assert feature_store(settings).get_feature_view("item_catalog").most_recent_end_time == end

@@ -27,7 +27,8 @@ def request_with(route: str, user: str = "u-1", item: str = "i-1") -> dict:
     return {"/rank": {"user_id": user, "item_ids": [item]},
             "/predict": {"pairs": [{"user_id": user, "item_id": item}]},
             "/propensity": {"user_ids": [user]},
-            "/profile": {"user_id": user}}[route]
+            "/profile": {"user_id": user},
+            "/recommend": {"user_id": user, "exclude_item_ids": [item]}}[route]
 
 
 def answered_ids(route: str, answer: dict) -> list[str]:
@@ -38,14 +39,15 @@ def answered_ids(route: str, answer: dict) -> list[str]:
         return [i for p in answer["predictions"] for i in (p["user_id"], p["item_id"])]
     if route == "/propensity":
         return [u["user_id"] for u in answer["users"]]
-    return [answer["user_id"]]
+    return [answer["user_id"]]  # /profile, /recommend (its items are the shop's)
 
 
 # Request bodies with ID where an id goes, to put any JSON text there.
 TEMPLATES = {"/rank": '{"user_id": ID, "item_ids": ["i-1"]}',
              "/predict": '{"pairs": [{"user_id": ID, "item_id": "i-1"}]}',
              "/propensity": '{"user_ids": [ID]}',
-             "/profile": '{"user_id": ID}'}
+             "/profile": '{"user_id": ID}',
+             "/recommend": '{"user_id": ID, "k": 3}'}
 NOT_AN_ID = {
     "NaN": "NaN", "Infinity": "Infinity", "-Infinity": "-Infinity", "1e999": "1e999",
     "huge integer": "9" * 5000, "integer": "7", "float": "0.5", "true": "true", "null": "null",

@@ -47,9 +47,10 @@ def test_option_errors_are_one_line_and_import_nothing_heavy(args: list[str],
 def test_a_wrong_task_lists_the_choices_and_help_shows_them() -> None:
     result = CliRunner().invoke(app, ["train", "--task", "nope"])
     assert result.exit_code == 2
-    assert all(task in result.output for task in ("conversion", "propensity", "retrieval"))
+    assert all(task in result.output
+               for task in ("conversion", "propensity", "retrieval", "recommend"))
     helped = CliRunner().invoke(app, ["train", "--help"], env={"COLUMNS": "200"})
-    assert "<conversion|propensity|retrieval>" in helped.output
+    assert "<conversion|propensity|recommend|retrieval>" in helped.output
 
 
 def test_version_names_persona_and_the_libraries() -> None:

@@ -1,8 +1,12 @@
-"""The ranker of recommendation lists (training/recommend_ranker.py) on a small generated shop:
-its rows hold only the past, its query groups keep each user's rows together, and its order
-finds more of next week's items than popularity does."""
+"""The ranker of recommendation lists (training/recommend_ranker.py) and the list metrics
+(training/recommend_metrics.py) on a small generated shop, without a feature store: candidate
+rows hold only the past, query groups keep each (t, user) together, cold users get popular
+items, the ranker on retrieval's own features finds more of next week's items than popularity,
+and the metrics match hand-computed values."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pandas as pd
@@ -10,14 +14,18 @@ import pytest
 
 from persona.synthetic_shop import generate_shop
 from training.candidates import fit, future_items
+from training.recommend_metrics import item_knn, list_metrics
 from training.recommend_ranker import (
-    FEATURES,
-    History,
+    OBJECTIVES,
+    RETRIEVAL_FEATURES,
+    Ranker,
     _groups,
-    candidate_frame,
+    bought,
+    candidate_rows,
     fit_ranker,
-    rank_scores,
 )
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 
 @pytest.fixture(scope="module")
@@ -25,39 +33,81 @@ def shop():
     return generate_shop(600, 150, 40, seed=5)
 
 
-def test_groups_are_runs_of_one_user() -> None:
-    assert _groups(pd.Series(["a", "a", "b", "a", "a", "a"])).tolist() == [2, 1, 3]
+def test_groups_are_runs_of_one_user_at_one_time() -> None:
+    t0, t1 = pd.Timestamp("2026-01-01", tz="UTC"), pd.Timestamp("2026-01-08", tz="UTC")
+    rows = pd.DataFrame({"user_id": ["a", "a", "b", "a", "a", "a"],
+                         "event_timestamp": [t0, t0, t0, t0, t1, t1]})
+    assert _groups(rows).tolist() == [2, 1, 1, 2]
 
 
-def test_rows_hold_only_the_past(shop) -> None:
+def test_rows_hold_only_the_past_and_cold_users_get_popular_items(shop) -> None:
     events = shop.events
     cut = events["event_timestamp"].max() - pd.Timedelta(days=10)
-    users = sorted(events.loc[events["event_timestamp"] <= cut, "user_id"].unique())[:40]
-    frame = candidate_frame(fit(events, shop.items["item_id"], cut), History.of(events, cut),
-                            users, 50)
+    users = [*sorted(events.loc[events["event_timestamp"] <= cut, "user_id"].unique())[:40],
+             "nobody"]
+    frame = candidate_rows(fit(events, shop.items["item_id"], cut), users, 50, ("als",))
     before = events[events["event_timestamp"] <= cut]
-    past = candidate_frame(fit(before, shop.items["item_id"], cut), History.of(before, cut),
-                           users, 50)
-    pd.testing.assert_frame_equal(frame[["user_id", "item_id", *FEATURES[:-2]]],
-                                  past[["user_id", "item_id", *FEATURES[:-2]]])
-    np.testing.assert_array_equal(frame["interactions_before"], past["interactions_before"])
+    past = candidate_rows(fit(before, shop.items["item_id"], cut), users, 50, ("als",))
+    pd.testing.assert_frame_equal(frame, past)
     assert frame.groupby("user_id").size().max() == 50
+    cold = frame[frame["user_id"] == "nobody"]
+    assert cold["cold_user"].all() and set(cold["source"]) == {"popularity"}
+    assert not frame.loc[frame["user_id"] != "nobody", "cold_user"].any()
+    assert (frame["event_timestamp"] == cut).all()
 
 
-def test_the_ranker_finds_more_than_popularity(shop) -> None:
-    events = shop.events
+def _labelled(events: pd.DataFrame, items: pd.Series, cut: pd.Timestamp) -> pd.DataFrame:
+    truth = future_items(events, cut, cut + pd.Timedelta(days=7))
+    rows = candidate_rows(fit(events, items, cut), sorted(truth), 50, ("als", "item2vec"))
+    rows["label"] = [int(i in truth[u]) for u, i in zip(rows["user_id"], rows["item_id"])]
+    return rows
+
+
+@pytest.mark.parametrize("objective", OBJECTIVES)
+def test_the_ranker_finds_more_than_popularity(shop, objective: str) -> None:
+    events, items = shop.events, shop.items["item_id"]
     end = events["event_timestamp"].max()
-    cut = end - pd.Timedelta(days=7)
-    known = events[events["event_timestamp"] <= cut]
-    ranker = fit_ranker(known, shop.items["item_id"], cut, 50)
-    truth = future_items(events, cut, end)
-    frame = candidate_frame(fit(known, shop.items["item_id"], cut), History.of(known, cut),
-                            sorted(truth), 50)
-    frame["relevance"] = rank_scores(ranker, frame)
-    top = (frame.sort_values(["user_id", "relevance"], ascending=[True, False])
-           .groupby("user_id").head(10).groupby("user_id")["item_id"].agg(set))
-    popular = set(frame[frame["source"] == "popularity"]
-                  .sort_values("retrieval_score", ascending=False)["item_id"].unique()[:10])
-    ranked = np.mean([len(top.get(u, set()) & t) / len(t) for u, t in truth.items()])
-    baseline = np.mean([len(popular & t) / len(t) for t in truth.values()])
-    assert ranked > baseline, (ranked, baseline)
+    test_cut = end - pd.Timedelta(days=7)
+    train = pd.concat([_labelled(events[events["event_timestamp"] <= test_cut], items,
+                                 test_cut - pd.Timedelta(days=7 * n)) for n in (1, 2, 3)])
+    booster = fit_ranker(train, RETRIEVAL_FEATURES, objective)
+    ranker = Ranker(booster, RETRIEVAL_FEATURES, objective, None)
+    test = _labelled(events, items, test_cut)
+    relevance, probability = ranker.scores(test[RETRIEVAL_FEATURES].to_numpy(np.float64))
+    assert ((probability >= 0) & (probability <= 1)).all()
+    test = test.assign(relevance=relevance)
+    truth = future_items(events, test_cut, end)
+    lists = {u: g.sort_values("relevance", ascending=False)["item_id"].tolist()
+             for u, g in test.groupby("user_id")}
+    generators = fit(events, items, test_cut)
+    (popular,) = generators.top("popularity", [""], 20)
+    baseline = {u: [i for i, _ in popular] for u in truth}
+    ours = list_metrics(lists, truth, len(items), set())
+    theirs = list_metrics(baseline, truth, len(items), set())
+    assert ours["recall@10"] > theirs["recall@10"], (ours, theirs)
+
+
+def test_list_metrics_by_hand() -> None:
+    lists = {"u": ["a", "x", "b"], "v": ["y"], "w": []}
+    truth = {"u": {"a", "b"}, "v": {"c"}}
+    m = list_metrics(lists, truth, catalogue=10, popular={"a", "y"})
+    assert m["recall@10"] == pytest.approx((1.0 + 0.0) / 2)
+    assert m["hit_rate@10"] == pytest.approx(0.5)
+    dcg = 1 + 1 / math.log2(4)
+    assert m["ndcg@10"] == pytest.approx((dcg / (1 + 1 / math.log2(3)) + 0) / 2)
+    assert m["map@10"] == pytest.approx(((1 + 2 / 3) / 2 + 0) / 2)
+    assert m["coverage@10"] == pytest.approx(4 / 10)
+    assert m["popular_share@10"] == pytest.approx(2 / 4)
+
+
+def test_item_knn_votes_for_what_the_same_users_saw() -> None:
+    t = pd.Timestamp("2026-01-01", tz="UTC")
+    events = pd.DataFrame({"user_id": ["a", "a", "b", "b", "c"],
+                           "item_id": ["i1", "i2", "i1", "i2", "i1"],
+                           "event_timestamp": [t] * 5})
+    lists = item_knn(events, np.array(["i1", "i2", "i3"]), t, ["c", "nobody"], 2)
+    assert lists == {"c": ["i2"]}
+
+
+def test_bought_reads_the_history_counts() -> None:
+    assert bought(["a", "b", "c"], np.array([0.0, 2.0, np.nan])) == {"b"}
