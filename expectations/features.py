@@ -15,6 +15,7 @@ from expectations.common import (
     at_least,
     exist,
     integers,
+    member_of,
     not_null,
     numbers,
     rate,
@@ -40,6 +41,8 @@ def column_expectations(col: Column) -> list[gxe.Expectation]:
         out += [numbers(column), at_least(column, 0)]
     elif col.kind is Kind.RATE:
         out += [numbers(column), rate(column)]
+    elif col.kind is Kind.FLAG:
+        out += [integers(column), member_of(column, [0, 1])]
     return out
 
 

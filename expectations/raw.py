@@ -70,14 +70,15 @@ def users_suite(now: pd.Timestamp) -> gx.ExpectationSuite:
 
 
 def items_suite(now: pd.Timestamp) -> gx.ExpectationSuite:
-    """Items: one row per item id, every column present, list price not negative, created no
-    later than `now`."""
+    """Items: one row per item id, every column present, list price not negative, available
+    a 1 or a 0 (as read), created no later than `now`."""
     return suite("raw.items", [
         *exist(ITEMS.required + ITEMS.optional),
         *not_null(ITEMS.required),
         *strings(ITEMS.strings),
         numbers("list_price"),
         at_least("list_price", 0),
+        member_of("available", [0, 1]),
         *timestamps(ITEMS.timestamps, now),
         unique(ITEMS.key),
         row_count(),

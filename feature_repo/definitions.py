@@ -28,7 +28,8 @@ from persona.core.schema import ALL_TABLES, REQUEST_TIME, TIMESTAMP, Kind
 
 OWNER = "ml-platform@persona.dev"
 DTYPES = {Kind.STRING: String, Kind.COUNT: Int64, Kind.AMOUNT: Float64, Kind.RATE: Float64,
-          Kind.INSTANT: Float64, Kind.TEXT_LIST: Array(String), Kind.NUMBER_LIST: Array(Float64)}
+          Kind.INSTANT: Float64, Kind.FLAG: Int64, Kind.TEXT_LIST: Array(String),
+          Kind.NUMBER_LIST: Array(Float64)}
 
 
 def _source(view: str, writer: str = "persona ingest") -> FileSource:
@@ -94,6 +95,19 @@ item_catalog = FeatureView(
     owner=OWNER,
     tags={"team": "catalogue", "kind": "attributes"},
     description="Item catalogue attributes.",
+)
+
+# Whether an item can be bought: stamped at creation by `persona ingest` (the items table's
+# optional `available`), then at each `persona availability` update; valid until changed.
+item_availability = FeatureView(
+    name="item_availability",
+    entities=[item],
+    ttl=timedelta(0),
+    schema=_fields("item_availability"),
+    source=_source("item_availability", "persona ingest and persona availability"),
+    owner=OWNER,
+    tags={"team": "catalogue", "kind": "attributes"},
+    description="Whether the item can be bought (the rules leave out the others).",
 )
 
 # How much shoppers want an item lately; stale after two days like user_activity.
@@ -303,12 +317,14 @@ propensity_v2 = FeatureService(
 # What the recommendation ranker reads beside retrieval's scores and ranks of each candidate: the
 # numbers stored per user, item, user x category and user x item (the user's own history with the
 # candidate), none computed from the request's time, so /recommend reads them in one round trip.
+# The rules read two of them too: the item's availability and the user's purchases of it.
 recommend_v1 = FeatureService(
     name=RECOMMEND_SERVICE,
     features=[
         user_activity[_NUMERIC_ACTIVITY],
         user_lifetime[_model_inputs("user_lifetime")],
         item_catalog[["list_price"]],
+        item_availability,
         item_popularity,
         item_lifetime,
         user_category_affinity,
@@ -330,8 +346,8 @@ user_profile_v1 = FeatureService(
     description="A user's attributes and behaviour.",
 )
 
-OBJECTS = [user, item, category, user_profile, user_activity, item_catalog, item_popularity,
-           user_category_affinity, user_lifetime, item_lifetime, user_category_lifetime,
-           user_item_history, user_candidates, item_neighbours, request_time, user_item_context,
-           user_recency, user_item_recency, conversion_v1, propensity_v1, conversion_v2,
-           propensity_v2, recommend_v1, user_profile_v1]
+OBJECTS = [user, item, category, user_profile, user_activity, item_catalog, item_availability,
+           item_popularity, user_category_affinity, user_lifetime, item_lifetime,
+           user_category_lifetime, user_item_history, user_candidates, item_neighbours,
+           request_time, user_item_context, user_recency, user_item_recency, conversion_v1,
+           propensity_v1, conversion_v2, propensity_v2, recommend_v1, user_profile_v1]

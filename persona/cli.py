@@ -383,6 +383,23 @@ def _train_recommend(settings: Settings, until: pd.Timestamp | None, as_json: bo
 
 @app.command()
 @one_line_errors
+def availability(
+    file: Annotated[Path, typer.Argument(help="CSV or Parquet: item_id, available (true/false).")],
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Mark items available or not, offline and online at once, without a full ingest."""
+    from persona.jobs.availability import update_availability
+
+    result = update_availability(_settings(home), file)
+    _emit(as_json, {"items": result.items, "unavailable": result.unavailable,
+                    "stamped": result.stamped.isoformat(), "version": result.version},
+          f"{result.items:,} items updated ({result.unavailable:,} unavailable) as of "
+          f"{result.stamped.isoformat()}; offline version {result.version}")
+
+
+@app.command()
+@one_line_errors
 def recommend(
     as_of: Annotated[str, typer.Option("--as-of", help=f"The lists as of {DATE}.")],
     out: Annotated[Path, typer.Option(help="Parquet file for the lists.")],

@@ -246,7 +246,8 @@ def make_catalogue(
         "brand": brand_names[brand],
         "list_price": list_price.astype(np.float64),
         "created_timestamp": utc_seconds(created),
-    })[list(ITEMS.required)]
+        "available": True,  # every generated item can be bought (no random draw: same shops)
+    })[list(ITEMS.required + ITEMS.optional)]
     sampler = _GroupSampler.build(category, popularity, n_cat)
     return frame, _ItemState(category, quality, list_price, created, discount, sampler)
 

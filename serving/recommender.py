@@ -5,7 +5,8 @@ user's user_candidates row (retrieval's lists, materialized like every view), el
 items of their region from the retrieval model (a cold user); the recommend_v1 features of
 each candidate through the same reader /rank uses (`serving.redis_online.online_reader`);
 the stored ranker (`training.recommend_ranker.Ranker`); the business rules
-(`persona.recommend.rules.RuleBook.apply`, "bought" from the user x item history).
+(`training.recommend_ranker.apply_rules`: "bought" from the user x item history, "unavailable"
+from item_availability, both among the features just read).
 """
 
 from __future__ import annotations
@@ -18,7 +19,13 @@ from feast import FeatureStore
 from persona.recommend.rules import RuleBook
 from serving.schemas import RecommendRequest
 from training.candidates import GENERATORS, Generators, cold_candidates, from_lists
-from training.recommend_ranker import BOUGHT, RETRIEVAL_FEATURES, Ranker, bought
+from training.recommend_ranker import (
+    AVAILABLE,
+    BOUGHT,
+    RETRIEVAL_FEATURES,
+    Ranker,
+    apply_rules,
+)
 
 LISTS = ["candidate_items", "candidate_sources", "candidate_scores",
          *(f"{f}s" for f in RETRIEVAL_FEATURES)]
@@ -36,7 +43,8 @@ class Recommender:
         self._service_columns = ranker.features[len(RETRIEVAL_FEATURES):]
         if list(reader.columns) != list(self._service_columns):
             raise ValueError("the ranker's inputs are not retrieval's then its service's")
-        self._bought = self._service_columns.index(BOUGHT)
+        self._rule_columns = [(BOUGHT, self._service_columns.index(BOUGHT)),
+                              (AVAILABLE, self._service_columns.index(AVAILABLE))]
         self._views = (self._service_columns.index(VIEWS_COLUMN)
                        if VIEWS_COLUMN in self._service_columns else None)
         self._candidate_refs = [f"user_candidates:{c}" for c in LISTS]
@@ -67,10 +75,11 @@ class Recommender:
         order = np.argsort(-relevance, kind="stable")
         ranked = [{**listed[i], "score": float(score[i]), "relevance": float(relevance[i]),
                    "views": float(rows.matrix[i, self._views]) if self._views is not None
-                   else np.nan} for i in order]
-        kept = self._rules.apply(ranked, request.k, self._info,
-                                 bought=bought(items, rows.matrix[:, self._bought]),
-                                 exclude=request.exclude_item_ids)
+                   else np.nan,
+                   **{name: rows.matrix[i, j] for name, j in self._rule_columns}}
+                  for i in order]
+        kept = apply_rules(self._rules, ranked, request.k, self._info,
+                           exclude=request.exclude_item_ids)
         return self._answer(request.user_id, kept, cold)
 
     def _answer(self, user_id: str, kept: Sequence[dict], cold: bool) -> dict:

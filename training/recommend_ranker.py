@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import xgboost as xgb
 
+from persona.recommend.rules import RuleBook
 from training import calibration
 from training.calibration import Calibration
 from training.candidates import LIST_FEATURES, Generators, candidates, cold_candidates
@@ -34,6 +35,7 @@ RETRIEVAL_FEATURES = list(LIST_FEATURES.values())
 KEYS = ["user_id", "item_id", "event_timestamp"]
 # The rules' "already bought": the user x item history as of the list's time, offline and online.
 BOUGHT = "user_item_history__pair_purchases_lifetime"
+AVAILABLE = "item_availability__available"  # and "unavailable": 0 (missing: not known, kept)
 
 
 def candidate_rows(generators: Generators, users: Sequence[str], size: int,
@@ -112,9 +114,14 @@ class Ranker:
                    metadata.get("calibration"))
 
 
-def bought(items: Sequence[str], purchases: np.ndarray) -> set[str]:
-    """The candidates the user bought before (BOUGHT > 0), for the rules."""
-    return {item for item, n in zip(items, purchases) if n > 0}
+def apply_rules(rules: RuleBook, ranked: Sequence[Mapping], k: int,
+                info: Mapping[str, Mapping], exclude: Sequence[str] = ()) -> list[dict]:
+    """The rules over one user's candidates, best first, each with its BOUGHT and AVAILABLE
+    features: "already bought" is a purchase count above 0 and "unavailable" a flag of 0 (a
+    missing value is neither), online, in batch and in the report alike."""
+    owned = [c["item_id"] for c in ranked if c[BOUGHT] > 0]
+    gone = [c["item_id"] for c in ranked if c[AVAILABLE] == 0]
+    return rules.apply(ranked, k, info, bought=owned, exclude=exclude, unavailable=gone)
 
 
 def _groups(rows: pd.DataFrame) -> np.ndarray:

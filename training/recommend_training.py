@@ -44,13 +44,14 @@ from training.recommend_metrics import (
     popular_items,
 )
 from training.recommend_ranker import (
+    AVAILABLE,
     BOUGHT,
     HORIZON,
     KEYS,
     OBJECTIVES,
     RETRIEVAL_FEATURES,
     Ranker,
-    bought,
+    apply_rules,
     candidate_rows,
     fit_ranker,
     probability,
@@ -205,10 +206,9 @@ def _ranked(ranker: Ranker, cut: Cut, rules: RuleBook | None = None,
     out = {}
     for user, group in frame.groupby("user_id", sort=False):
         ranked = group.sort_values("relevance", ascending=False, kind="stable")
-        listed = ranked[["item_id", "score"]].to_dict("records")
+        listed = ranked[["item_id", "score", BOUGHT, AVAILABLE]].to_dict("records")
         if rules is not None:
-            owned = bought(ranked["item_id"], ranked[BOUGHT].to_numpy())
-            listed = rules.apply(listed, 2 * K, info or {}, bought=owned)
+            listed = apply_rules(rules, listed, 2 * K, info or {})
         out[user] = [c["item_id"] for c in listed[:2 * K]]
     return out
 

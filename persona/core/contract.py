@@ -46,6 +46,7 @@ ITEMS = TableSpec(
     name="items",
     key=("item_id",),
     required=("item_id", "category", "brand", "list_price", "created_timestamp"),
+    optional=("available",),  # true/false (1/0); without it every item is available
     timestamps=("created_timestamp",),
     strings=("item_id", "category", "brand"),
 )

@@ -30,12 +30,13 @@ class Kind(Enum):
     AMOUNT = "amount"  # numbers >= 0
     RATE = "rate"  # numbers in [0, 1]
     INSTANT = "instant"  # a moment, as seconds since the Unix epoch (UTC); not a model input
+    FLAG = "flag"  # 1 (yes) or 0 (no)
     TEXT_LIST = "text list"  # ids, one per listed item (a candidate or neighbour list)
     NUMBER_LIST = "number list"  # numbers, one per listed item (NaN where there is none)
 
     @property
     def numeric(self) -> bool:
-        return self in (Kind.COUNT, Kind.AMOUNT, Kind.RATE, Kind.INSTANT)
+        return self in (Kind.COUNT, Kind.AMOUNT, Kind.RATE, Kind.INSTANT, Kind.FLAG)
 
     @property
     def listed(self) -> bool:
@@ -103,6 +104,12 @@ ITEM_CATALOG = FeatureTable("item_catalog", ("item_id",), (
     Column("category", Kind.STRING, "Item category"),
     Column("brand", Kind.STRING, "Item brand"),
     Column("list_price", Kind.AMOUNT, "Catalogue price"),
+))
+
+# Whether an item may be recommended: the items table's optional `available` at ingest, then
+# each `persona availability` update, stamped when it was made.
+ITEM_AVAILABILITY = FeatureTable("item_availability", ("item_id",), (
+    Column("available", Kind.FLAG, "1 when the item can be bought, 0 when it cannot"),
 ))
 
 ITEM_POPULARITY = FeatureTable("item_popularity", ("item_id",), (
@@ -176,8 +183,9 @@ USER_ITEM_HISTORY = FeatureTable("user_item_history", ("user_id", "item_id"), (
 
 # The tables `persona ingest` computes from the raw log.
 FEATURE_TABLES: dict[str, FeatureTable] = {t.name: t for t in (
-    USER_PROFILE, USER_ACTIVITY, ITEM_CATALOG, ITEM_POPULARITY, USER_CATEGORY_AFFINITY,
-    USER_LIFETIME, ITEM_LIFETIME, USER_CATEGORY_LIFETIME, USER_ITEM_HISTORY)}
+    USER_PROFILE, USER_ACTIVITY, ITEM_CATALOG, ITEM_AVAILABILITY, ITEM_POPULARITY,
+    USER_CATEGORY_AFFINITY, USER_LIFETIME, ITEM_LIFETIME, USER_CATEGORY_LIFETIME,
+    USER_ITEM_HISTORY)}
 
 # Retrieval's lists (training/candidates.py), written by `persona train --task retrieval` with
 # the generators' date as timestamp: a row per user (their candidates, best first, the union of

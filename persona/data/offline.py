@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from persona.core.catalog import Home
+from persona.core.schema import ALL_TABLES, TIMESTAMP, Kind
 from persona.core.settings import Settings
 
 MANIFEST = "manifest.json"
@@ -74,9 +75,9 @@ def publish(root: Path, features: dict[str, pd.DataFrame], info: dict,
             on_progress: Callable[[int, int], None] = lambda done, total: None,
             carry: Sequence[str] = ()) -> dict:
     """Write `features` as a new version under `root` and make it current; returns its manifest.
-    The views named in `carry` that `features` lacks are kept from the current version (the
-    lists retrieval training added). `on_progress(done, total)` counts the Parquet files
-    written."""
+    The partitions `extend` added to the views named in `carry` (retrieval's lists,
+    availability updates) are kept from the current version. `on_progress(done, total)` counts
+    the Parquet files written."""
     versions = root / "versions"
     versions.mkdir(parents=True, exist_ok=True)
     version = _new_version()
@@ -96,11 +97,28 @@ def publish(root: Path, features: dict[str, pd.DataFrame], info: dict,
     previous = current_manifest(root) or {}
     rows = {view: int(len(frame)) for view, frame in features.items()}
     for view in carry:
-        if view not in features and (root / "current" / view).is_dir():
-            _link_tree(root / "current" / view, staging / view)
-            rows[view] = previous.get("rows", {}).get(view, 0)
+        for part in sorted((root / "current" / view).glob("run=*")):
+            _link_tree(part, staging / view / part.name)
+        if not (staging / view).is_dir():  # a source Feast can read before any row exists
+            (staging / view / "run=none").mkdir(parents=True)
+            pq.write_table(empty_table(view), staging / view / "run=none" / "part-0.parquet")
+        rows[view] = sum(pq.read_metadata(p).num_rows
+                         for p in (staging / view).rglob("*.parquet"))
     _commit(root, staging, version, {**info, "rows": rows}, previous)
     return current_manifest(root)
+
+
+_ARROW = {Kind.STRING: pa.string(), Kind.COUNT: pa.int64(), Kind.AMOUNT: pa.float64(),
+          Kind.RATE: pa.float64(), Kind.INSTANT: pa.float64(), Kind.FLAG: pa.int64(),
+          Kind.TEXT_LIST: pa.list_(pa.string()), Kind.NUMBER_LIST: pa.list_(pa.float64())}
+
+
+def empty_table(view: str) -> pa.Table:
+    """No rows of `view`, in the types its rows are written with."""
+    table = ALL_TABLES[view]
+    return pa.schema([*((k, pa.string()) for k in table.keys),
+                      (TIMESTAMP, pa.timestamp("us", tz="UTC")),
+                      *((c.name, _ARROW[c.kind]) for c in table.columns)]).empty_table()
 
 
 def extend(root: Path, views: dict[str, Iterable[pd.DataFrame]], run: str, info: dict) -> dict:

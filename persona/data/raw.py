@@ -188,6 +188,20 @@ def _normalise(df: pd.DataFrame, spec: TableSpec, path: Path, fmt: str | None = 
     return out.reset_index(drop=True)
 
 
+FLAGS = {"true": 1, "false": 0, "1": 1, "0": 0, "yes": 1, "no": 0, "1.0": 1, "0.0": 0}
+
+
+def flags(df: pd.DataFrame, col: str, path: Path | str) -> pd.Series:
+    """`col` as 1/0 int64 from true/false, yes/no or 1/0 (any case); anything else, a missing
+    value included, is refused naming the rows."""
+    values = df[col].astype("string").str.strip().str.lower().map(FLAGS)
+    bad = values.isna()
+    if bad.any():
+        raise ContractError(f"{path}: column {col} is not true/false at "
+                            f"{rows_at(bad[bad].index, path)}: {df[col][bad].head(3).tolist()}")
+    return values.astype("int64")
+
+
 def _numeric(df: pd.DataFrame, col: str, path: Path, whole: bool = False) -> pd.Series:
     """`col` as float64; text (e.g. a decimal comma) or, when `whole`, a fraction is refused
     rather than coerced, naming the rows: quantity 1.5 must not quietly become 1."""
@@ -210,6 +224,8 @@ def read_raw(raw_dir: Path, options: ReadOptions = PLAIN_READ) -> RawTables:
     users = _normalise(_load(paths["users"], USERS), USERS, paths["users"], fmt)
     items = _normalise(_load(paths["items"], ITEMS), ITEMS, paths["items"], fmt)
     items["list_price"] = _numeric(items, "list_price", paths["items"])
+    items["available"] = (flags(items, "available", paths["items"]) if "available" in items
+                          else 1)
     events = _normalise(_load(paths["events"], EVENTS), EVENTS, paths["events"], fmt)
     if "event_id" not in events.columns:
         events["event_id"] = None

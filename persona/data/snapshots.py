@@ -226,7 +226,11 @@ def compute_features(raw: RawTables, interval: timedelta = timedelta(days=1),
         con.close()
     features["user_profile"] = raw.users.rename(columns={"signup_timestamp": "event_timestamp"})[
         ["user_id", "event_timestamp", "age_band", "gender", "region", "membership_level"]]
-    features["item_catalog"] = raw.items.rename(columns={"created_timestamp": "event_timestamp"})[
-        ["item_id", "event_timestamp", "category", "brand", "list_price"]]
+    items = raw.items.rename(columns={"created_timestamp": "event_timestamp"})
+    features["item_catalog"] = items[["item_id", "event_timestamp", "category", "brand",
+                                      "list_price"]]
+    features["item_availability"] = items[["item_id", "event_timestamp"]].assign(
+        available=(items["available"] if "available" in items else 1)).astype(
+        {"available": "int64"})
     done()
     return features

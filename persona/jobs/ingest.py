@@ -3,7 +3,8 @@ registry.
 
 Nothing is written until every gate passed: the raw tables, then the computed feature tables.
 A rejected batch leaves the previous published version and the registry untouched. Retrieval's
-lists (`persona train --task retrieval`) are carried into the new version.
+lists (`persona train --task retrieval`) and availability updates (`persona availability`) are
+carried into the new version.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ def ingest(settings: Settings, raw_dir: Path, on_step: Step = lambda _: None,
             "events_from": events.min().isoformat() if len(events) else None,
             "events_until": events.max().isoformat() if len(events) else None,
             "validation": {**raw_results, **feature_results},
-        }, on_progress=on_progress, carry=tuple(RETRIEVAL_TABLES))
+        }, on_progress=on_progress, carry=(*RETRIEVAL_TABLES, "item_availability"))
         on_step("registering feature definitions")
         apply_definitions(settings)
         return manifest

@@ -24,6 +24,7 @@ from datetime import UTC, datetime, timedelta
 import duckdb
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 from feast import FeatureStore, FeatureView
 
 from persona.core.settings import Settings
@@ -39,6 +40,7 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 TIMESTAMP = "event_timestamp"
 
 Step = Callable[[str], None]
+LIVE_VIEWS = ("item_availability",)  # rows stamped when `persona availability` updates them
 
 
 class NothingToMaterialize(RuntimeError):
@@ -62,9 +64,10 @@ def materialize(settings: Settings, end: datetime | None = None, full: bool = Fa
         store = feature_store(settings)
         redis_layout.check_reachable(store.config)
         chosen = _views(store, views, settings)
-        end = end or last_snapshot(settings, [fv.name for fv in chosen]) + timedelta(seconds=1)
+        ends = _ends(settings, chosen, end)
         loaded = online_state.loaded_until(store.config)
-        windows = {fv.name: (_start(fv, end, full, loaded.get(fv.name)), end) for fv in chosen}
+        windows = {fv.name: (_start(fv, ends[fv.name], full, loaded.get(fv.name)), ends[fv.name])
+                   for fv in chosen}
         on_step("reading the rows to load")
         tables = {fv.name: rows_to_load(settings, fv, *windows[fv.name]) for fv in chosen}
         on_step("validating the rows to load")
@@ -79,14 +82,27 @@ def materialize(settings: Settings, end: datetime | None = None, full: bool = Fa
             _load(settings, fv, tables[fv.name], windows[fv.name], bulk)
             done += tables[fv.name].num_rows
             on_progress(done, total)
-            expired = online_state.remove_rows(
-                store.config, fv, rows_expired(settings, fv, end, loaded.get(fv.name), full))
+            expired = online_state.remove_rows(store.config, fv, rows_expired(
+                settings, fv, ends[fv.name], loaded.get(fv.name), full))
             if expired:
                 log.info("%s: %d rows fell out of the %s TTL and were removed", fv.name, expired,
                          fv.ttl)
         if redis_layout.supports(store.config):
             redis_layout.mark_materialized(store.config)  # services drop their cached item rows
         return {name: table.num_rows for name, table in tables.items()}
+
+
+def _ends(settings: Settings, views: Sequence[FeatureView], end: datetime | None
+          ) -> dict[str, datetime]:
+    """Where each view's load ends: `end`, by default just after the last snapshot of the
+    log's views; a view updated live (LIVE_VIEWS, stamped when updated) ends after its own
+    latest row when that is later, so an update never moves the others' end to the clock."""
+    if end is not None:
+        return {fv.name: end for fv in views}
+    logged = [fv.name for fv in views if fv.name not in LIVE_VIEWS] or [fv.name for fv in views]
+    end = last_snapshot(settings, logged) + timedelta(seconds=1)
+    return {fv.name: max(end, last_snapshot(settings, [fv.name]) + timedelta(seconds=1))
+            if fv.name in LIVE_VIEWS else end for fv in views}
 
 
 def _prepare(store: FeatureStore, views: Sequence[FeatureView]) -> None:
@@ -153,7 +169,7 @@ def rows_expired(settings: Settings, fv: FeatureView, end: datetime,
 def last_snapshot(settings: Settings, views: Sequence[str]) -> datetime:
     """The latest timestamp of the current offline version over `views` (those with rows)."""
     globs = ", ".join(f"'{settings.offline_current / view / '**' / '*.parquet'}'" for view in views
-                      if _has_rows(settings, view))
+                      if has_rows(settings, view))
     with duckdb.connect() as con:
         con.execute("SET TimeZone = 'UTC'")
         (last,) = con.execute(f"SELECT max({TIMESTAMP}) FROM read_parquet([{globs}], "
@@ -175,19 +191,21 @@ def _views(store: FeatureStore, names: Sequence[str] | None,
     lists of retrieval have none before `persona train --task retrieval`)."""
     views = store.list_feature_views()
     if names is None:
-        return [fv for fv in views if _has_rows(settings, fv.name)]
+        return [fv for fv in views if has_rows(settings, fv.name)]
     unknown = set(names) - {fv.name for fv in views}
     if unknown:
         raise ValueError(f"unknown feature views: {', '.join(sorted(unknown))}")
-    empty = [name for name in names if not _has_rows(settings, name)]
+    empty = [name for name in names if not has_rows(settings, name)]
     if empty:
         raise ValueError(f"no rows to load for {', '.join(sorted(empty))} in the offline store "
                          "(retrieval's lists: run persona train --task retrieval)")
     return [fv for fv in views if fv.name in names]
 
 
-def _has_rows(settings: Settings, view: str) -> bool:
-    return any((settings.offline_current / view).rglob("*.parquet"))
+def has_rows(settings: Settings, view: str) -> bool:
+    """Does the current offline version hold rows of `view`?"""
+    return any(pq.read_metadata(p).num_rows for p in
+               (settings.offline_current / view).rglob("*.parquet"))
 
 
 def _start(fv: FeatureView, end: datetime, full: bool, previous: datetime | None) -> datetime:

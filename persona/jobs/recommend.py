@@ -7,9 +7,9 @@ materialized); a user without one gets the popular items of their region from th
 retrieval model fitted at or before DATE, as the service does. The stored ranker
 (`persona train --task recommend`, trained on events up to DATE at the latest) orders them on
 the `recommend_v1` features as of DATE; the business rules (`persona.recommend.rules`, with
-the retrieval model's item categories and brands, and "bought" from the user x item history as
-of DATE) keep the best k. Written to Parquet chunk by chunk of users, so memory is bounded by
-a chunk.
+the retrieval model's item categories and brands, "bought" from the user x item history and
+"unavailable" from item_availability, both as of DATE) keep the best k. Written to Parquet
+chunk by chunk of users, so memory is bounded by a chunk.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from persona.recommend.rules import RuleBook
 from training.candidate_training import CANDIDATES, item_info, load, stored_retrieval
 from training.candidates import cold_candidates, from_lists
 from training.model_store import get_model
-from training.recommend_ranker import BOUGHT, RETRIEVAL_FEATURES, Ranker, bought
+from training.recommend_ranker import RETRIEVAL_FEATURES, Ranker, apply_rules
 from training.recommend_training import user_regions, with_features
 from training.score import AS_OF, active_users
 
@@ -150,9 +150,8 @@ class _Context:
         for _, group in frame.groupby("user_id", sort=False):
             ranked = group.sort_values("relevance", ascending=False,
                                        kind="stable").to_dict("records")
-            owned = bought(group["item_id"], group[BOUGHT].to_numpy())
             out += [{**c, "rank": rank} for rank, c in enumerate(
-                self.rules.apply(ranked, self.k, self.info, bought=owned), start=1)]
+                apply_rules(self.rules, ranked, self.k, self.info), start=1)]
         table = pd.DataFrame(out, columns=["user_id", "rank", "item_id", "score", "relevance",
                                            "source", "retrieval_score", "cold_user"])
         table[AS_OF] = pd.Series([self.as_of] * len(table), dtype="datetime64[us, UTC]")

@@ -27,6 +27,7 @@ class RuleBook:
     """The rules, as declared."""
 
     exclude_bought: bool = True
+    exclude_unavailable: bool = True
     repeat_categories: frozenset[str] = frozenset()
     deny_items: frozenset[str] = frozenset()
     max_per_category: int | None = None
@@ -56,12 +57,15 @@ class RuleBook:
 
     def apply(self, candidates: Iterable[Mapping[str, Any]], k: int,
               items: Mapping[str, Mapping[str, Any]], bought: Iterable[str] = (),
-              exclude: Iterable[str] = ()) -> list[dict]:
+              exclude: Iterable[str] = (), unavailable: Iterable[str] = ()) -> list[dict]:
         """The first `k` candidates (best first, each with `item_id` and `score`) that pass:
-        not excluded by the caller or the deny list, not already bought (unless its category
-        repeats), scored at least `min_score`, and within the per-category and per-brand caps.
-        `items` gives each item's `category` and `brand` (an item it lacks has neither)."""
+        not excluded by the caller or the deny list, not unavailable, not already bought
+        (unless its category repeats), scored at least `min_score`, and within the
+        per-category and per-brand caps. `items` gives each item's `category` and `brand` (an
+        item it lacks has neither)."""
         banned = set(exclude) | self.deny_items
+        if self.exclude_unavailable:
+            banned |= set(unavailable)
         owned = set(bought) if self.exclude_bought else set()
         per_category: Counter = Counter()
         per_brand: Counter = Counter()
@@ -90,7 +94,8 @@ def _full(counts: Counter, key: str | None, cap: int | None) -> bool:
 
 
 _KINDS: dict[str, tuple[type, ...]] = {
-    "exclude_bought": (bool,), "repeat_categories": (list,), "deny_items": (list,),
+    "exclude_bought": (bool,), "exclude_unavailable": (bool,), "repeat_categories": (list,),
+    "deny_items": (list,),
     "max_per_category": (int, type(None)), "max_per_brand": (int, type(None)),
     "min_score": (int, float),
 }

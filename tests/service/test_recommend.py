@@ -2,21 +2,30 @@
 tests/worlds.py with its retrieval model, candidate lists and ranker. Warm users get items of
 their own candidate list through the rules, cold users their region's popular items, and the
 batch lists of `persona recommend` at the online store's date are the lists the service gives;
-a service without the models answers 503.
+an item marked unavailable leaves the lists from that moment on; a service without the models
+answers 503.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 
 import httpx
+import numpy as np
 import pandas as pd
 import pytest
+from typer.testing import CliRunner
 from worlds import Propensity, World, in_process_service, model_store
 
+from persona.cli import app
+from persona.core.settings import Settings
+from persona.data import offline
 from persona.featurestore.config import feature_store
-from persona.jobs.materialize import last_snapshot
+from persona.jobs.availability import update_availability
+from persona.jobs.materialize import last_snapshot, materialize
 from persona.jobs.recommend import recommend
 from persona.recommend.rules import RuleBook
 from serving.service import NO_RECOMMEND_MODEL
@@ -113,3 +122,73 @@ def without_models(world: World, propensity: Propensity) -> Iterator[httpx.Clien
 def test_without_recommendation_models_it_answers_503(without_models: httpx.Client) -> None:
     reply = without_models.post("/recommend", json={"user_id": "u", "k": 3})
     assert reply.status_code == 503 and reply.json()["error"] == NO_RECOMMEND_MODEL
+
+
+@pytest.fixture(scope="module")
+def own_home(world: World, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """A copy of the world's home with its own SQLite online store, loaded."""
+    settings = world.home_copy(tmp_path_factory.mktemp("availability") / "home")
+    materialize(settings)
+    return settings
+
+
+def test_an_item_marked_unavailable_leaves_the_lists_from_then_on(own_home: Settings,
+                                                                 world: World,
+                                                                 tmp_path: Path) -> None:
+    """`persona availability` takes an item out of /recommend at once and out of batch lists
+    from its moment on; a list as of an earlier date still has it (point in time)."""
+    user = world.warm_users[2]
+    views = [fv.name for fv in feature_store(own_home).list_feature_views()]
+    before = pd.Timestamp(last_snapshot(own_home, views) + timedelta(seconds=1))
+    with in_process_service(own_home) as http:
+        first = _recommend(http, {"user_id": user, "k": 5})["items"][0]["item_id"]
+        flags = tmp_path / "flags.csv"
+        pd.DataFrame({"item_id": [first], "available": ["false"]}).to_csv(flags, index=False)
+        done = CliRunner().invoke(app, ["availability", str(flags), "--home",
+                                        str(own_home.home), "--json"])
+        assert done.exit_code == 0, done.output
+        assert json.loads(done.output.strip().splitlines()[-1])["unavailable"] == 1
+        after = [i["item_id"] for i in _recommend(http, {"user_id": user, "k": 5})["items"]]
+    assert first not in after and len(after) == 5
+    with model_store(world.bentoml_home):
+        then = pd.read_parquet(recommend(own_home, before, 5, tmp_path / "then.parquet",
+                                         users=[user]).path)
+        now = pd.read_parquet(recommend(own_home, pd.Timestamp.now(tz="UTC"), 5,
+                                        tmp_path / "now.parquet", users=[user]).path)
+    assert first in set(then["item_id"]) and first not in set(now["item_id"])
+
+
+def test_an_availability_file_naming_unknown_items_changes_nothing(own_home: Settings,
+                                                                  tmp_path: Path) -> None:
+    version = offline.current_manifest(own_home.offline_root)["version"]
+    flags = tmp_path / "flags.csv"
+    pd.DataFrame({"item_id": ["no-such-item"], "available": ["no"]}).to_csv(flags, index=False)
+    done = CliRunner().invoke(app, ["availability", str(flags), "--home", str(own_home.home)])
+    assert done.exit_code == 1 and "not in the catalogue" in done.output
+    pd.DataFrame({"item_id": ["x"], "available": ["maybe"]}).to_csv(flags, index=False)
+    with pytest.raises(ValueError):
+        update_availability(own_home, flags)
+    assert offline.current_manifest(own_home.offline_root)["version"] == version
+
+
+@pytest.mark.parametrize("kind", ["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+def test_the_candidate_views_online_are_the_offline_rows(world: World, kind: str,
+                                                         request: pytest.FixtureRequest) -> None:
+    """Every list of user_candidates and item_neighbours, as the online store serves it, is
+    the latest offline row of its entity, value for value (NaN where a generator did not list
+    the item)."""
+    store = world.store_for(kind, request)
+    for view, key in (("user_candidates", "user_id"), ("item_neighbours", "item_id")):
+        rows = pd.read_parquet(world.settings.offline_current / view)
+        rows = rows.sort_values("event_timestamp").groupby(key).tail(1).head(25)
+        columns = [c for c in rows.columns if c not in (key, "event_timestamp", "run")]
+        online = store.get_online_features(
+            features=[f"{view}:{c}" for c in columns],
+            entity_rows=[{key: k} for k in rows[key]]).to_dict()
+        for n, (_, row) in enumerate(rows.iterrows()):
+            for column in columns:
+                served = online[column][n]
+                if row[column].dtype.kind == "f":
+                    np.testing.assert_array_equal(np.asarray(served, float), row[column])
+                else:
+                    assert list(served) == list(row[column]), (view, column)

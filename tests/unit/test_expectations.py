@@ -55,6 +55,7 @@ def items() -> pd.DataFrame:
         "brand": ["acme", "toyco"],
         "list_price": [12.5, 0.0],
         "created_timestamp": ts(200, 10),
+        "available": [1, 0],
     })
 
 
@@ -66,7 +67,8 @@ def feature_frame(view: str) -> pd.DataFrame:
     frame["event_timestamp"] = ts(48, 48, 24, 24)
     values = {Kind.STRING: ["a", "b", "c", "d"], Kind.COUNT: np.arange(n, dtype="int64"),
               Kind.AMOUNT: [0.0, 1.5, 2.0, 30.0], Kind.RATE: [0.0, 0.25, 0.5, 1.0],
-              Kind.INSTANT: [1.7e9, 1.7e9 + 1, 1.75e9, 1.8e9]}
+              Kind.INSTANT: [1.7e9, 1.7e9 + 1, 1.75e9, 1.8e9],
+              Kind.FLAG: np.array([0, 1, 1, 0], dtype="int64")}
     for column in table.columns:
         column_values = pd.Series(values[column.kind])
         if column.nullable:

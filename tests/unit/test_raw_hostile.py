@@ -212,3 +212,16 @@ def test_rows_at_counts_from_zero_and_gives_csv_lines() -> None:
         "rows [3, 7] (from 0 after the header; file lines [5, 9])")
     assert rows_at([3, 7, 8, 9], Path("events.parquet")) == (
         "rows [3, 7, 8] (from 0 after the header)")
+
+
+def test_item_availability_is_read_as_flags_and_anything_else_is_refused(
+        csv_shop: Path, tmp_path: Path) -> None:
+    words = _rewrite("items", lambda f: f.assign(available=["Yes", "no", "TRUE", "0"] * (
+        len(f) // 4) + ["1"] * (len(f) % 4)))
+    items = read_raw(_copy(csv_shop, tmp_path / "words", words)).items
+    assert items["available"].tolist()[:4] == [1, 0, 1, 0] and items["available"].dtype == "int64"
+    absent = _rewrite("items", lambda f: f.drop(columns="available"))
+    assert (read_raw(_copy(csv_shop, tmp_path / "absent", absent)).items["available"] == 1).all()
+    with pytest.raises(ContractError, match="column available is not true/false"):
+        read_raw(_copy(csv_shop, tmp_path / "bad",
+                       _rewrite("items", _set("available", 3, "maybe"))))

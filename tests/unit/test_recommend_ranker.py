@@ -12,15 +12,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from persona.recommend.rules import RuleBook
 from persona.synthetic_shop import generate_shop
 from training.candidates import fit, future_items
 from training.recommend_metrics import item_knn, list_metrics
 from training.recommend_ranker import (
+    AVAILABLE,
+    BOUGHT,
     OBJECTIVES,
     RETRIEVAL_FEATURES,
     Ranker,
     _groups,
-    bought,
+    apply_rules,
     candidate_rows,
     fit_ranker,
 )
@@ -109,5 +112,13 @@ def test_item_knn_votes_for_what_the_same_users_saw() -> None:
     assert lists == {"c": ["i2"]}
 
 
-def test_bought_reads_the_history_counts() -> None:
-    assert bought(["a", "b", "c"], np.array([0.0, 2.0, np.nan])) == {"b"}
+def test_rules_read_bought_and_unavailable_off_the_features() -> None:
+    """A purchase count above 0 is bought, a flag of 0 unavailable; missing values are
+    neither (an item the store does not know yet is kept)."""
+    nan = float("nan")
+    ranked = [{"item_id": i, "score": 0.5, BOUGHT: b, AVAILABLE: a}
+              for i, b, a in (("a", 0, 1), ("b", 2, 1), ("c", nan, 0), ("d", nan, nan))]
+    kept = apply_rules(RuleBook(), ranked, 10, {})
+    assert [c["item_id"] for c in kept] == ["a", "d"]
+    lenient = RuleBook(exclude_bought=False, exclude_unavailable=False)
+    assert len(apply_rules(lenient, ranked, 10, {}, exclude=["a"])) == 3

@@ -26,7 +26,7 @@ def computed(small_shop: Shop) -> dict[str, pd.DataFrame]:
 def _kind_of(series: pd.Series) -> set[Kind]:
     """The schema kinds a column's dtype can hold."""
     if pd.api.types.is_integer_dtype(series):
-        return {Kind.COUNT}
+        return {Kind.COUNT, Kind.FLAG}
     if pd.api.types.is_float_dtype(series):
         return {Kind.AMOUNT, Kind.RATE, Kind.INSTANT}
     return {Kind.STRING}
