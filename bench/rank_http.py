@@ -4,9 +4,11 @@ read or scored) measured in the same run.
 
 wrk posts 64 different request bodies in turn. Each round runs, in rotating order, both endpoints
 at concurrency 8 (throughput, p99) and at concurrency 1 (p50), after a warm-up of both. Goals:
-/rank throughput >= 0.5x /echo's, p50 at concurrency 1 <= 2x /echo's, no errors.
+/rank throughput >= 0.5x /echo's, p50 at concurrency 1 <= 2x /echo's, no errors. The target's
+requests ask for every candidate with its reasons (the defaults); --top-k and --no-reasons
+measure shorter answers (written elsewhere with --results: they are not the target's figures).
 
-    python -m bench.rank_http [--rounds R] [--seconds S] [--quick]
+    python -m bench.rank_http [--rounds R] [--seconds S] [--quick] [--top-k K] [--no-reasons]
 """
 
 from __future__ import annotations
@@ -45,12 +47,14 @@ def server_peak_rss_mb(pid: int) -> float:
     return total
 
 
-def measure(rounds: int, seconds: float, quick: bool) -> tuple[dict, float]:
+def measure(rounds: int, seconds: float, quick: bool, answer: dict) -> tuple[dict, float]:
+    """Figures per endpoint and concurrency, and the server's peak memory; `answer` is added to
+    every request body (top_k, reasons)."""
     from serving.run import start_server
 
     root = work_dir()
     world = prepare(root, quick=quick)
-    bodies = world.bodies(CANDIDATES, seed=1)
+    bodies = [{**body, **answer} for body in world.bodies(CANDIDATES, seed=1)]
     with local_redis(root / "redis-rank-http") as url:
         settings = world.on_redis(url)
         with start_server(settings, model_tag=world.model_tag, workers=WORKERS) as server:
@@ -79,18 +83,24 @@ def main(argv: list[str] | None = None) -> dict:
                         help="length of each concurrency-8 run (concurrency 1: a third)")
     parser.add_argument("--quick", action="store_true", help="tiny shop, short runs (smoke test)")
     parser.add_argument("--results", type=Path, default=None, help="directory for rank_http.json")
+    parser.add_argument("--top-k", type=int, default=None, help="requests' top_k (default: all)")
+    parser.add_argument("--no-reasons", action="store_true", help="requests' reasons: false")
     args = parser.parse_args(argv)
     if args.quick:
         args.rounds, args.seconds = 1, 3.0
-    figures, peak = measure(args.rounds, args.seconds, args.quick)
+    answer = {"top_k": args.top_k} if args.top_k else {}
+    if args.no_reasons:
+        answer["reasons"] = False
+    figures, peak = measure(args.rounds, args.seconds, args.quick, answer)
     throughput = (figures["rank_c8"]["requests_per_s"]["median"]
                   / figures["echo_c8"]["requests_per_s"]["median"])
     latency = figures["rank_c1"]["p50_ms"]["median"] / figures["echo_c1"]["p50_ms"]["median"]
     errors = int(sum(figures[name]["errors"]["max"] for name in figures))
     met = throughput >= THROUGHPUT_GOAL and latency <= LATENCY_GOAL and errors == 0
     rank8, echo8 = figures["rank_c8"], figures["echo_c8"]
+    asked = "".join(f", {key} {value}" for key, value in answer.items())
     table = [row(
-        f"1. /rank over HTTP, {CANDIDATES} candidates, {WORKERS} workers, Redis",
+        f"1. /rank over HTTP, {CANDIDATES} candidates{asked}, {WORKERS} workers, Redis",
         f"{spread(rank8['requests_per_s'], 'req/s', 0)} at conc. 8 (p99 "
         f"{rank8['p99_ms']['median']:.1f} ms); p50 {spread(figures['rank_c1']['p50_ms'], 'ms')} "
         f"at conc. 1; {errors} errors",
@@ -103,7 +113,8 @@ def main(argv: list[str] | None = None) -> dict:
         "target": "/rank (1 user, 50 items, Redis, 2 workers, concurrency 8, >= 30 s): "
                   "throughput >= 0.5x the no-op endpoint's, p50 at concurrency 1 <= 2x, 0 errors",
         "parameters": {"rounds": args.rounds, "seconds": args.seconds, "workers": WORKERS,
-                       "candidates": CANDIDATES, "tool": "wrk", "bodies": REQUESTS},
+                       "candidates": CANDIDATES, "tool": "wrk", "bodies": REQUESTS,
+                       "answer": answer},
         "figures": figures, "ratios": {"throughput": throughput, "p50": latency},
         "errors": errors, "met": met, "table": table, "server_peak_rss_mb": peak,
     }

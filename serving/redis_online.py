@@ -4,12 +4,14 @@
 building and per-value conversion cost most of a /rank request (8.6 of 14.6 ms for 1 user + 50
 items, measured with py-spy). On a Redis online store this reader does the same reads itself.
 The registry is read once, at start-up, into a plan: which hash fields of which entity keys feed
-which model column. A request is then one pipelined round trip when its items' rows are in the
-item cache (the cache's version key, the users, their rows for the items' categories) and two
-otherwise (the uncached items first), decoded straight into the matrix. On-demand features come
-from the on-demand view's own transform, the function Feast runs for training and
-get_online_features. Every value equals what get_online_features returns
-(tests/integration/test_online_readers.py compares them over many entities).
+which model column. Each entity's HMGET answer is decoded once into an `Entity` (its numbers as
+a numpy row, its transform inputs, its views' timestamps), and items' entities are kept in the
+item cache, so a request whose items are cached is one pipelined round trip (the cache's version
+key, the users, their rows for the items' categories) that decodes only the users' rows; other
+items take a second one. On-demand features come from the on-demand view's own transform, the
+function Feast runs for training and get_online_features. Every value equals what
+get_online_features returns (tests/integration/test_online_readers.py compares them over many
+entities).
 """
 
 from __future__ import annotations
@@ -42,6 +44,17 @@ from serving.online import (
 from training.categories import Categories
 
 
+@dataclass(frozen=True)
+class Entity:
+    """One entity's hash, decoded: what a request takes from it. Shared by the item cache's
+    readers, so its arrays are read-only."""
+
+    numbers: np.ndarray  # float64, one per `_Hash.numbers` (NaN for a null)
+    inputs: tuple  # one per `_Hash.inputs`
+    stamps: dict[str, bytes | None]  # view -> its stored `_ts:<view>` (None or b"": no row)
+    category: str = ""  # an item's category; "" when unknown or null (matches no affinity row)
+
+
 @dataclass
 class _Hash:
     """What is read from one kind of entity hash (the views sharing these join keys)."""
@@ -52,6 +65,7 @@ class _Hash:
     numbers: list[tuple[int, int]] = field(default_factory=list)  # (field, matrix column)
     inputs: list[tuple[int, str, bool]] = field(default_factory=list)  # (field, input, is text)
     stamps: dict[str, int] = field(default_factory=dict)  # view -> field of its `_ts:<view>`
+    category_field: int | None = None  # the catalogue's category, in the items' hash
 
     def field_of(self, view: str, feature: str) -> int:
         """The position of a view's feature in the HMGET, added on first use."""
@@ -65,9 +79,22 @@ class _Hash:
             self.stamps[view] = len(self.fields)
             self.fields.append(f"_ts:{view}".encode())
 
+    def decode(self, raw: list[bytes | None]) -> Entity:
+        """An HMGET answer of this hash as an `Entity`."""
+        numbers = np.array([redis_layout.number(raw[f]) for f, _ in self.numbers],
+                           dtype=np.float64)
+        numbers.flags.writeable = False
+        inputs = tuple((redis_layout.value if text else redis_layout.number)(raw[f])
+                       for f, _, text in self.inputs)
+        stamps = {view: raw[f] for view, f in self.stamps.items()}
+        category = ""
+        if self.category_field is not None and raw[self.stamps[CATALOG_VIEW]]:
+            category = redis_layout.value(raw[self.category_field]) or ""
+        return Entity(numbers, inputs, stamps, category)
+
 
 def online_reader(store: FeatureStore, feature_service: str, columns: Sequence[str],
-                  cache: ItemCache | None = None, categories: Categories | None = None
+                  cache: ItemCache[Entity] | None = None, categories: Categories | None = None
                   ) -> OnlineFeatureReader | RedisFeatureReader:
     """The reader /rank and /predict use: the direct one (with `cache`) where Feast's layout is
     a single Redis server's and the model takes numbers only, from stored rows alone (the v1
@@ -85,7 +112,7 @@ class RedisFeatureReader:
     version-3 entity keys (`persona.redis_layout.supports`)."""
 
     def __init__(self, store: FeatureStore, feature_service: str, columns: Sequence[str],
-                 cache: ItemCache | None = None):
+                 cache: ItemCache[Entity] | None = None):
         config = store.config
         if not redis_layout.supports(config):
             raise redis_layout.UnsupportedLayout("the direct reader needs a single Redis server "
@@ -134,8 +161,7 @@ class RedisFeatureReader:
         catalog = self._hashes.get((ITEM_KEY,))
         if catalog is None or CATALOG_VIEW not in catalog.stamps:
             raise ValueError(f"feature service {feature_service!r} reads no {CATALOG_VIEW}")
-        self._category_field = catalog.field_of(CATALOG_VIEW, CATEGORY_KEY)
-        self._catalog_stamp = catalog.stamps[CATALOG_VIEW]
+        catalog.category_field = catalog.field_of(CATALOG_VIEW, CATEGORY_KEY)
         self._packed = {keys: redis_layout.hmget_parts(plan.fields)  # packed once
                         for keys, plan in self._hashes.items()}
         self._version_command = redis_layout.get_command(redis_layout.version_key(self._project))
@@ -151,43 +177,39 @@ class RedisFeatureReader:
             raise ValueError("user_ids and item_ids must have the same length")
         pairs = len(item_ids)
         keys = {USER_KEY: list(user_ids), ITEM_KEY: list(item_ids)}
-        answers, categories = self._answers(keys)
-        keys[CATEGORY_KEY] = [categories[i] for i in keys[ITEM_KEY]]
-        read = {plan.join_keys: _Rows.of(plan.join_keys, keys, answers[plan.join_keys])
-                for plan in self._hashes.values()}
-        found_item = read[(ITEM_KEY,)].found(self._hashes[(ITEM_KEY,)].stamps[CATALOG_VIEW])
+        entities = self._entities(keys)
+        items = entities[(ITEM_KEY,)]
+        keys[CATEGORY_KEY] = [items[(i,)].category for i in keys[ITEM_KEY]]
 
         matrix = np.full((pairs, len(self.columns)), np.nan)
         inputs: dict[str, np.ndarray] = {}
+        read: dict[tuple[str, ...], tuple[list[Entity], np.ndarray]] = {}
         for plan in self._hashes.values():
-            rows = read[plan.join_keys]
+            distinct, take = _index(plan.join_keys, keys)
+            rows = [entities[plan.join_keys][t] for t in distinct]
+            read[plan.join_keys] = rows, take
             if plan.numbers:
-                fields, columns = zip(*plan.numbers)
-                decoded = np.array([[redis_layout.number(raw[f]) for f in fields]
-                                    for raw in rows.distinct], dtype=np.float64)
-                matrix[:, list(columns)] = decoded.reshape(-1, len(fields))[rows.take]
-            for index, name, text in plan.inputs:
-                decode = redis_layout.value if text else redis_layout.number
-                distinct = np.array([decode(raw[index]) for raw in rows.distinct],
-                                    dtype=object if text else np.float64)
-                inputs[name] = distinct[rows.take]
+                numbers = np.array([r.numbers for r in rows]).reshape(-1, len(plan.numbers))
+                matrix[:, [column for _, column in plan.numbers]] = numbers[take]
+            for j, (_, name, text) in enumerate(plan.inputs):
+                inputs[name] = np.array([r.inputs[j] for r in rows],
+                                        dtype=object if text else np.float64)[take]
         for join_key in (USER_KEY, ITEM_KEY, CATEGORY_KEY):
             inputs.setdefault(join_key, np.array(keys[join_key], dtype=object))
-        frame = pd.DataFrame(inputs)
-        for odfv, outputs in self._transforms:
-            computed = odfv.feature_transformation.udf(frame)
-            for name, column in outputs:
-                matrix[:, column] = pd.to_numeric(computed[name], errors="coerce").to_numpy(
-                    dtype=np.float64, na_value=np.nan)
-        users = read[(USER_KEY,)]
-        user_plan = self._hashes[(USER_KEY,)]
+        if self._transforms:
+            frame = pd.DataFrame(inputs, copy=False)  # the arrays are this request's own
+            for odfv, outputs in self._transforms:
+                computed = odfv.feature_transformation.udf(frame)
+                for name, column in outputs:
+                    matrix[:, column] = _floats(computed[name])
+        found_item = _written(*read[(ITEM_KEY,)], CATALOG_VIEW)
         found_user = np.zeros(pairs, dtype=bool)
         stale_user = np.zeros(pairs, dtype=bool)
         now = time.time()
         for view, ttl in self._user_views.items():
-            found_user |= users.found(user_plan.stamps[view])
+            found_user |= _written(*read[(USER_KEY,)], view)
             if ttl:
-                stale_user |= users.older_than(user_plan.stamps[view], now - ttl)
+                stale_user |= _written(*read[(USER_KEY,)], view, before=now - ttl)
         return FeatureRows(matrix, ~found_user, ~found_item, stale_user)
 
     def categories(self, item_ids: Sequence[str]) -> dict[str, str | None]:
@@ -201,57 +223,56 @@ class RedisFeatureReader:
         out = {}
         for item, raw in zip(unique, replies):
             if raw[plan.stamps[CATALOG_VIEW]]:
-                out[item] = redis_layout.value(raw[self._category_field])
+                out[item] = redis_layout.value(raw[plan.category_field])
         return out
 
-    def _answers(self, keys: dict[str, list[str]], retry: bool = True
-                 ) -> tuple[dict[tuple[str, ...], dict[tuple, list]], dict[str, str]]:
-        """Every plan's HMGET answer per distinct entity, and each item's category ("" when
-        unknown). Items come from the cache where it holds them, so that their users' category
-        rows are read in the same round trip as the users; the rest take a second one."""
+    def _entities(self, keys: dict[str, list[str]], retry: bool = True
+                  ) -> dict[tuple[str, ...], dict[tuple[str, ...], Entity]]:
+        """Every plan's decoded entities over the pairs. Items come from the cache where it
+        holds them, so that their users' category rows are read in the same round trip as the
+        users; the rest take a second one."""
         items = list(dict.fromkeys(keys[ITEM_KEY]))
         version, cached = self._cache.lookup(items)
-        answers: dict[tuple[str, ...], dict[tuple, list]] = {k: {} for k in self._hashes}
-        answers[(ITEM_KEY,)] = {(i,): raw for i, raw in cached.items()}
-        categories = {i: self._category(raw) for i, raw in cached.items()}
+        found: dict[tuple[str, ...], dict[tuple[str, ...], Entity]] = {
+            k: {} for k in self._hashes}
+        found[(ITEM_KEY,)] = {(i,): entity for i, entity in cached.items()}
+        categories = {i: entity.category for i, entity in cached.items()}
         wanted = {}
         for plan in self._hashes.values():
             if plan.join_keys == (ITEM_KEY,):
                 wanted[plan.join_keys] = [(i,) for i in items if i not in cached]
             else:
                 wanted[plan.join_keys] = _distinct(plan.join_keys, keys, categories)
-        commands = [self._version_command] + [
-            command for keys_, tuples in wanted.items()
-            for command in self._commands(self._hashes[keys_], tuples)]
-        stored_version, *replies = redis_layout.pipeline(self._client, commands)
+        stored_version, *replies = self._read(wanted, [self._version_command])
         if stored_version != version and cached and retry:
             self._cache.reset(stored_version)  # materialized since: the cached rows are stale
-            return self._answers(keys, retry=False)
-        offset = 0
-        for keys_, tuples in wanted.items():
-            answers[keys_].update(zip(tuples, replies[offset:offset + len(tuples)]))
-            offset += len(tuples)
-        fresh = {t[0]: answers[(ITEM_KEY,)][t] for t in wanted[(ITEM_KEY,)]}
+            return self._entities(keys, retry=False)
+        self._decode(wanted, replies, found)
+        fresh = {t[0]: found[(ITEM_KEY,)][t] for t in wanted[(ITEM_KEY,)]}
+        if not fresh:
+            return found
         self._cache.store(fresh, stored_version)
-        categories.update({i: self._category(raw) for i, raw in fresh.items()})
-        later = {keys_: [t for t in _distinct(keys_, keys, categories) if t not in answers[keys_]]
+        categories.update({i: entity.category for i, entity in fresh.items()})
+        later = {keys_: [t for t in _distinct(keys_, keys, categories) if t not in found[keys_]]
                  for keys_ in self._hashes if CATEGORY_KEY in keys_}
-        commands = [command for keys_, tuples in later.items()
-                    for command in self._commands(self._hashes[keys_], tuples)]
-        if commands:
-            replies = redis_layout.pipeline(self._client, commands)
-            offset = 0
-            for keys_, tuples in later.items():
-                answers[keys_].update(zip(tuples, replies[offset:offset + len(tuples)]))
-                offset += len(tuples)
-        return answers, categories
+        if any(later.values()):
+            self._decode(later, self._read(later), found)
+        return found
 
-    def _category(self, raw: list) -> str:
-        """An item's category from its HMGET answer; "" for an unknown item or a null category
-        (matches no affinity row, as in Feast's path)."""
-        if not raw[self._catalog_stamp]:
-            return ""
-        return redis_layout.value(raw[self._category_field]) or ""
+    def _read(self, wanted: dict[tuple[str, ...], list[tuple[str, ...]]],
+              first: Sequence[bytes] = ()) -> list:
+        """The replies of `first` and of every wanted entity's HMGET, in one round trip."""
+        commands = [*first, *(command for keys_, tuples in wanted.items()
+                              for command in self._commands(self._hashes[keys_], tuples))]
+        return redis_layout.pipeline(self._client, commands)
+
+    def _decode(self, wanted: dict[tuple[str, ...], list[tuple[str, ...]]], replies: list,
+                found: dict[tuple[str, ...], dict[tuple[str, ...], Entity]]) -> None:
+        """Decode the replies of `_read(wanted)` into `found`."""
+        answers = iter(replies)
+        for keys_, tuples in wanted.items():
+            plan = self._hashes[keys_]
+            found[keys_].update((t, plan.decode(next(answers))) for t in tuples)
 
     def _commands(self, plan: _Hash, tuples: Sequence[tuple[str, ...]]) -> list[bytes]:
         command = self._packed[plan.join_keys]
@@ -271,36 +292,36 @@ def _distinct(join_keys: tuple[str, ...], keys: dict[str, list[str]],
     return list(dict.fromkeys(t for t in zip(*columns) if None not in t))
 
 
+def _index(join_keys: tuple[str, ...], keys: dict[str, list[str]]
+           ) -> tuple[list[tuple[str, ...]], np.ndarray]:
+    """A plan's distinct entities over the pairs, and which one each pair takes."""
+    tuples = list(zip(*(keys[k] for k in join_keys)))
+    index: dict[tuple[str, ...], int] = {}
+    take = np.fromiter((index.setdefault(t, len(index)) for t in tuples), dtype=np.intp,
+                       count=len(tuples))
+    return list(index), take
+
+
+def _written(rows: list[Entity], take: np.ndarray, view: str,
+             before: float | None = None) -> np.ndarray:
+    """Per pair: was the view written for its entity (a stored row always carries its
+    `_ts:<view>` field), with a timestamp before `before` (epoch s) when given?"""
+    stamps = [row.stamps[view] for row in rows]
+    if before is None:
+        written = [bool(stamp) for stamp in stamps]
+    else:
+        written = [bool(stamp) and Timestamp.FromString(stamp).seconds < before
+                   for stamp in stamps]
+    return np.array(written, dtype=bool)[take]
+
+
+def _floats(column: pd.Series) -> np.ndarray:
+    """A transform's output column as float64, NaN where missing or not a number."""
+    if not pd.api.types.is_numeric_dtype(column.dtype):
+        column = pd.to_numeric(column, errors="coerce")
+    return column.to_numpy(dtype=np.float64, na_value=np.nan)
+
+
 def _keys(view) -> tuple[str, ...]:
     """A view's join keys, sorted as in Feast's entity key."""
     return tuple(sorted(c.name for c in view.entity_columns))
-
-
-@dataclass(frozen=True)
-class _Rows:
-    """The HMGET answer of each distinct entity, and which one each pair takes."""
-
-    distinct: list[list[bytes | None]]
-    take: np.ndarray
-
-    @classmethod
-    def of(cls, join_keys: tuple[str, ...], keys: dict[str, list[str]],
-           answers: dict[tuple, list]) -> _Rows:
-        tuples = list(zip(*(keys[k] for k in join_keys)))
-        distinct = list(dict.fromkeys(tuples))
-        index = {t: i for i, t in enumerate(distinct)}
-        take = np.fromiter((index[t] for t in tuples), dtype=np.intp, count=len(tuples))
-        return cls([answers[t] for t in distinct], take)
-
-    def found(self, stamp_field: int) -> np.ndarray:
-        """Per pair: was the view written for its entity? A stored row always carries its
-        `_ts:<view>` field."""
-        written = np.array([bool(raw[stamp_field]) for raw in self.distinct], dtype=bool)
-        return written[self.take]
-
-    def older_than(self, stamp_field: int, cutoff: float) -> np.ndarray:
-        """Per pair: was the view's row written with a timestamp before `cutoff` (epoch s)?"""
-        old = np.array([bool(raw[stamp_field])
-                        and Timestamp.FromString(raw[stamp_field]).seconds < cutoff
-                        for raw in self.distinct], dtype=bool)
-        return old[self.take]

@@ -1,7 +1,7 @@
 """The online readers over the served world's real Feast stores, in-process: parity of the online
 model matrix with point-in-time training features on SQLite and on Redis, the direct Redis reader
-against Feast's own reads, the item cache against a new materialization, and an unreachable Redis
-through the service's guard.
+against Feast's own reads, the item cache (decoded items, not read again) against a new
+materialization, and an unreachable Redis through the service's guard.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from persona.featurestore import redis_layout
 from persona.featurestore.config import feature_store
 from serving.item_cache import ItemCache
 from serving.online import OnlineFeatureReader
-from serving.redis_online import RedisFeatureReader
+from serving.redis_online import RedisFeatureReader, _Hash
 
 pytestmark = pytest.mark.integration
 
@@ -115,6 +115,32 @@ def test_item_cache_is_emptied_by_a_new_materialization(
     assert after.cold_item.tolist() == [False, False]
     np.testing.assert_array_equal(after.matrix, want.matrix)
     assert after.matrix[0, world.features.index("item_catalog__list_price")] == 123.0
+
+
+@pytest.mark.redis
+def test_cached_items_are_neither_read_nor_decoded_again(
+        world: World, redis_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once its items are cached, a request is one round trip (the cache's version, the user,
+    the user's row per category of the items) that decodes only those user rows, with the same
+    matrix."""
+    store = feature_store(redis_settings)
+    reader = RedisFeatureReader(store, SERVICE, world.features, ItemCache())
+    user, items = world.warm_users[1], [*world.items[:40], "no-such-item"]
+    first = reader.for_user(user, items)
+    categories = {reader.categories(items).get(i) or "" for i in items}
+    sent: list[int] = []
+    decoded: list[tuple[str, ...]] = []
+    pipeline, decode = redis_layout.pipeline, _Hash.decode
+    monkeypatch.setattr(redis_layout, "pipeline",
+                        lambda client, commands: sent.append(len(commands))
+                        or pipeline(client, commands))
+    monkeypatch.setattr(_Hash, "decode",
+                        lambda plan, raw: decoded.append(plan.join_keys) or decode(plan, raw))
+    again = reader.for_user(user, items)
+    np.testing.assert_array_equal(again.matrix, first.matrix)
+    assert again.cold_item.tolist() == first.cold_item.tolist()
+    assert sent == [1 + 1 + len(categories)]
+    assert sorted(decoded) == sorted([("user_id",)] + [("category", "user_id")] * len(categories))
 
 
 def test_unreachable_redis_is_a_503_on_the_new_endpoints(world: World,

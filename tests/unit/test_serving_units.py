@@ -48,7 +48,8 @@ from serving.schemas import (
     RankRequest,
     RankResponse,
 )
-from serving.scoring import Scorer
+from serving.scoring import Scorer, contributions, probabilities
+from training import explain
 
 
 class FakeReader:
@@ -128,6 +129,45 @@ def test_rank_places_unknown_items_and_trims_the_answer(booster: xgb.Booster,
     assert all(i.reasons is None for i in short.items)
     assert all("reasons" not in i for i in scorer.rank(RankRequest(
         user_id="warm", item_ids=items, reasons=False))["items"])
+
+
+def test_short_answers_score_like_full_ones(booster: xgb.Booster) -> None:
+    """An answer that leaves rows or reasons out takes its probabilities from XGBoost's margin
+    and contributions for the returned rows alone: the same order, the same reasons and the
+    same probabilities (to float32 rounding) as the full answer's first rows."""
+    scorer = Scorer(booster, FakeReader(), "m:1")
+    items = [f"i{n}" for n in (3, 8, 1, 6, 9, 2, 7)] + ["x", "y"]
+    for policy in ("rank", "last", "drop"):
+        full = scorer.rank(RankRequest(user_id="warm", item_ids=items, unknown_items=policy))
+        for top_k in (1, 3, len(full["items"])):
+            for reasons in (True, False):
+                short = scorer.rank(RankRequest(user_id="warm", item_ids=items, top_k=top_k,
+                                                reasons=reasons, unknown_items=policy))
+                want = full["items"][:top_k]
+                assert [i["item_id"] for i in short["items"]] == [i["item_id"] for i in want]
+                np.testing.assert_allclose([i["probability"] for i in short["items"]],
+                                           [i["probability"] for i in want], atol=1e-6)
+                assert [i.get("reasons") for i in short["items"]] == [
+                    i["reasons"] if reasons else None for i in want]
+
+
+def test_served_contributions_equal_training_explains(booster: xgb.Booster) -> None:
+    """serving.scoring skips explain's per-call feature-name handling, nothing else: equal
+    contributions, for numeric and categorical inputs, and its margins give the same
+    probabilities."""
+    rng = np.random.default_rng(1)
+    x = np.column_stack([rng.uniform(0, 10, 300), rng.choice([np.nan, 0, 1, 2], 300)])
+    y = ((x[:, 0] > 5) ^ (x[:, 1] == 2)).astype(int)
+    categorical = xgb.train(
+        {"objective": "binary:logistic", "nthread": 1, "max_depth": 3},
+        xgb.DMatrix(x, label=y, feature_names=["n", "c"], feature_types=["q", "c"],
+                    enable_categorical=True), num_boost_round=10)
+    for model, matrix in ((booster, FakeReader().rows(["warm"] * 3, ["i1", "i7", "x"]).matrix),
+                          (categorical, x[:50])):
+        want = explain.contributions(model, matrix, nthread=1)
+        np.testing.assert_array_equal(contributions(model, matrix), want)
+        np.testing.assert_allclose(probabilities(model, matrix),
+                                   1 / (1 + np.exp(-want.sum(axis=1))), atol=1e-6)
 
 
 def test_predict_keeps_request_order_and_duplicates(booster: xgb.Booster) -> None:
