@@ -21,7 +21,7 @@ from bench.common import interleaved, row, run_child, spread, stat, write_result
 
 NAME = "demo"
 BUDGET_S = 180.0
-QUICK_SIZE = ["--users", "300", "--items", "200", "--days", "30"]
+QUICK_SIZE = ["--users", "300", "--items", "200", "--days", "36"]
 IMPORTS = "import feast, bentoml, xgboost, great_expectations, pandas"
 
 
